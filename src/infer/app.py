@@ -1,0 +1,137 @@
+"""The composition root: wires config, registry, schedulers, data plane, transport and metrics.
+
+Start order: listen (liveness answers at once), load models, then report ready.
+Stop order (SIGTERM/SIGINT): report not ready, stop accepting RPCs and let in-flight ones finish
+within the grace period, drain every scheduler, unload models, stop the metrics server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from pathlib import Path
+
+import grpc
+
+from infer.config.server import ServerConfig
+from infer.dataplane.service import DataPlane
+from infer.errors import InferError
+from infer.observability.http import MetricsServer
+from infer.observability.metrics import Metrics
+from infer.registry.registry import ModelRegistry
+from infer.registry.repository import ModelRepository
+from infer.runtimes.base import RuntimeOptions
+from infer.scheduling.dispatch import Dispatcher
+from infer.transport.grpc.server import HealthPublisher, build_server
+
+__all__ = ["App", "serve"]
+
+log = logging.getLogger("infer")
+
+
+class App:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.grpc_port = 0
+        self.metrics_port = 0
+        self.repository_path: Path | None = None
+        self._stop = asyncio.Event()
+        self._server: grpc.aio.Server | None = None
+        self._metrics_server: MetricsServer | None = None
+        self._health_task: asyncio.Task[None] | None = None
+        self.dataplane: DataPlane | None = None
+        self.health: HealthPublisher | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        path = cfg.model_repository
+        if path is None:
+            from infer.tasks.default_repository import ensure_default_repository
+
+            path = await asyncio.to_thread(ensure_default_repository)
+        self.repository_path = path
+        registry = ModelRegistry(
+            ModelRepository(path),
+            options=RuntimeOptions(cfg.intra_op_threads, cfg.inter_op_threads),
+            default_max_batch_size=cfg.default_max_batch_size,
+            strict=cfg.strict_model_config,
+        )
+        dispatcher = Dispatcher(self.metrics, default_queue_size=cfg.max_queue_size, drain_grace_s=cfg.shutdown_grace_s)
+        registry.add_listener(dispatcher)
+        dp = self.dataplane = DataPlane(registry, dispatcher, explicit=cfg.model_control_mode == "explicit")
+        self.health = HealthPublisher(dp)
+        self._server = build_server(
+            dp, self.health, max_message_bytes=cfg.max_message_bytes, reuse_port=cfg.reuse_port
+        )
+        self.grpc_port = self._server.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+        if self.grpc_port == 0:
+            raise InferError(f"cannot bind gRPC port {cfg.host}:{cfg.grpc_port}")
+        await self._server.start()
+        await self.health.refresh()
+        if cfg.metrics_port >= 0:
+            self._metrics_server = MetricsServer(self.metrics.registry, dp.live, dp.ready)
+            self.metrics_port = await self._metrics_server.start(cfg.host, cfg.metrics_port)
+        if cfg.model_control_mode == "none":
+            await registry.load_all()
+        else:
+            await registry.load_all(cfg.load_models)
+        dp.started = True
+        await self.health.refresh()
+        self._health_task = asyncio.create_task(self._refresh_health())
+        log.info("infer serving gRPC on %s:%d, metrics on %d, repository %s",
+                 cfg.host, self.grpc_port, self.metrics_port, path)
+
+    async def _refresh_health(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if self.health is not None:
+                await self.health.refresh()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        dp = self.dataplane
+        if self._health_task is not None:
+            self._health_task.cancel()
+        if dp is not None:
+            dp.stopping = True
+        if self.health is not None:
+            await self.health.shutdown()
+        if self._server is not None:
+            await self._server.stop(self.config.shutdown_grace_s)
+        if dp is not None:
+            await dp.registry.close()
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
+
+
+async def serve(config: ServerConfig, port_file: Path | None = None) -> int:
+    app = App(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, app.request_stop)
+    try:
+        await app.start()
+    except InferError as e:
+        log.error("cannot start: %s", e.message)
+        await app.stop()
+        return 2
+    if port_file is not None:
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"grpc": app.grpc_port, "metrics": app.metrics_port}))
+        tmp.replace(port_file)
+    print(f"infer ready grpc={app.grpc_port} metrics={app.metrics_port}", flush=True)
+    await app.wait()
+    log.info("shutting down: draining in-flight requests")
+    await app.stop()
+    log.info("stopped")
+    return 0

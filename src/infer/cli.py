@@ -1,0 +1,141 @@
+"""The ``infer`` command: serve, probe, models, version, build-default-repository."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from infer import __version__
+
+__all__ = ["main"]
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    from infer.config.server import ServerConfig
+
+    f = ServerConfig.model_fields
+
+    def doc(name: str) -> str:
+        return f[name].description or ""
+
+    p.add_argument("--model-repository", type=Path, help=doc("model_repository"))
+    p.add_argument("--host", default="0.0.0.0", help=doc("host"))
+    p.add_argument("--grpc-port", type=int, default=8001, help=doc("grpc_port"))
+    p.add_argument("--metrics-port", type=int, default=8002, help=doc("metrics_port"))
+    p.add_argument("--model-control-mode", choices=["none", "explicit"], default="none", help=doc("model_control_mode"))
+    p.add_argument("--load-model", action="append", default=[], dest="load_models", help=doc("load_models"))
+    p.add_argument("--strict-model-config", action="store_true", help=doc("strict_model_config"))
+    p.add_argument("--default-max-batch-size", type=int, default=64, help=doc("default_max_batch_size"))
+    p.add_argument("--max-queue-size", type=int, default=4096, help=doc("max_queue_size"))
+    p.add_argument("--max-message-bytes", type=int, default=2**31 - 1, help=doc("max_message_bytes"))
+    p.add_argument("--intra-op-threads", type=int, default=0, help=doc("intra_op_threads"))
+    p.add_argument("--inter-op-threads", type=int, default=0, help=doc("inter_op_threads"))
+    p.add_argument("--shutdown-grace", type=float, default=30.0, dest="shutdown_grace_s", help=doc("shutdown_grace_s"))
+    p.add_argument("--reuse-port", action="store_true", help=doc("reuse_port"))
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    p.add_argument("--port-file", type=Path, help="Write the bound ports as JSON here once serving.")
+
+
+def _cmd_serve(a: argparse.Namespace) -> int:
+    from infer.app import serve
+    from infer.config.server import ServerConfig
+
+    fields = {k: v for k, v in vars(a).items() if k in ServerConfig.model_fields}
+    try:
+        cfg = ServerConfig(**fields)
+    except ValidationError as e:
+        print(f"infer serve: invalid option: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop  # optional: faster event loop where installed
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(serve(cfg, a.port_file))
+
+
+def _cmd_probe(a: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(a.address) as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=a.service), timeout=a.timeout
+            )
+    except grpc.RpcError as e:
+        print(f"infer probe: {a.address} {a.service or '(liveness)'}: {e.code().name} {e.details()}", file=sys.stderr)
+        return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+    print(f"{a.service or 'live'}: {status}")
+    return 0 if resp.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _cmd_models(a: argparse.Namespace) -> int:
+    import grpc
+
+    from infer._proto import grpc_service_pb2 as pb
+    from infer._proto import grpc_service_pb2_grpc as pb_grpc
+
+    try:
+        with grpc.insecure_channel(a.address) as ch:
+            idx = pb_grpc.GRPCInferenceServiceStub(ch).RepositoryIndex(pb.RepositoryIndexRequest(), timeout=a.timeout)
+    except grpc.RpcError as e:
+        print(f"infer models list: {e.code().name} {e.details()}", file=sys.stderr)
+        return 1
+    print(f"{'MODEL':<32} {'VERSION':<8} {'STATE':<12} REASON")
+    for m in idx.models:
+        print(f"{m.name:<32} {m.version:<8} {m.state:<12} {m.reason}")
+    return 0
+
+
+def _cmd_build(a: argparse.Namespace) -> int:
+    from infer.tasks.default_repository import build_default_repository, default_repository_path
+
+    path = a.path or default_repository_path()
+    path.mkdir(parents=True, exist_ok=True)
+    names = build_default_repository(path)
+    print(f"built {', '.join(names)} into {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="infer", description="gRPC inference engine (Open Inference Protocol).")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="Serve a model repository over gRPC.")
+    _serve_args(s)
+    s.set_defaults(fn=_cmd_serve)
+    pr = sub.add_parser("probe", help="gRPC health check; exit 0 when SERVING (for Kubernetes exec probes).")
+    pr.add_argument("--address", default="127.0.0.1:8001")
+    pr.add_argument("--service", default="", help="'' = liveness, 'ready' = readiness, 'model/NAME' = one model.")
+    pr.add_argument("--timeout", type=float, default=2.0)
+    pr.set_defaults(fn=_cmd_probe)
+    m = sub.add_parser("models", help="Model commands.")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    ml = msub.add_parser("list", help="List the repository's models and their states.")
+    ml.add_argument("--address", default="127.0.0.1:8001")
+    ml.add_argument("--timeout", type=float, default=5.0)
+    ml.set_defaults(fn=_cmd_models)
+    v = sub.add_parser("version", help="Print infer's version.")
+    v.set_defaults(fn=lambda a: print(f"infer {__version__}") or 0)
+    b = sub.add_parser("build-default-repository", help="Train and export the default models.")
+    b.add_argument("--path", type=Path, help="Where to build (default: the embedded default location).")
+    b.set_defaults(fn=_cmd_build)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

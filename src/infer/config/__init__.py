@@ -1,0 +1,1 @@
+"""Configuration: one pydantic model per area (server, model)."""

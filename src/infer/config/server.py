@@ -1,0 +1,48 @@
+"""Server configuration (command-line flags map one to one onto these fields)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["ServerConfig"]
+
+
+class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_repository: Path | None = Field(
+        None, description="Triton-layout model repository; None serves the embedded default one."
+    )
+    host: str = Field("0.0.0.0", description="Address the gRPC and metrics servers bind.")
+    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port (0 = pick a free one).")
+    metrics_port: int = Field(8002, ge=-1, le=65535, description="HTTP /metrics port (0 = any, -1 = off).")
+    model_control_mode: Literal["none", "explicit"] = Field(
+        "none", description="none: load every model at start; explicit: only --load-model and API calls."
+    )
+    load_models: list[str] = Field(default_factory=list, description="Models to load at start (explicit).")
+    strict_model_config: bool = Field(
+        False, description="Require complete config.pbtxt (no completion from the model file)."
+    )
+    default_max_batch_size: int = Field(
+        64, ge=0, le=65536, description="max_batch_size given to models whose config has none."
+    )
+    max_queue_size: int = Field(
+        4096, ge=1, description="Queue bound for models whose queue policy sets none (0 in config)."
+    )
+    max_message_bytes: int = Field(
+        2**31 - 1, ge=1024, le=2**31 - 1, description="Largest gRPC message received or sent."
+    )
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = runtime default).")
+    inter_op_threads: int = Field(0, ge=0, description="ONNX Runtime inter-op threads (0 = runtime default).")
+    shutdown_grace_s: float = Field(30.0, ge=0, description="Time in-flight requests get on SIGTERM.")
+    reuse_port: bool = Field(False, description="Set SO_REUSEPORT so several processes share the port.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _explicit(self) -> ServerConfig:
+        if self.load_models and self.model_control_mode != "explicit":
+            raise ValueError("--load-model needs --model-control-mode explicit")
+        return self

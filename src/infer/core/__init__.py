@@ -1,0 +1,1 @@
+"""Core types shared by every layer: tensors, requests, model metadata, statistics, clock."""

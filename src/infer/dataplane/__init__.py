@@ -1,0 +1,1 @@
+"""The data plane: protocol-neutral health, metadata, inference, statistics and repository calls."""

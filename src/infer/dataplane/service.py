@@ -1,0 +1,131 @@
+"""DataPlane: what the V2 protocol asks of a server, knowing nothing of gRPC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infer import __version__
+from infer.config.model import ModelConfig
+from infer.config.pbtxt import config_from_json
+from infer.core.stats import VersionStats
+from infer.core.types import InferRequest, InferResponse, Tensor, TensorSpec
+from infer.dataplane.validate import reserved_parameters, validate_inputs, validate_outputs
+from infer.errors import InferError, NotFound, Unavailable
+from infer.registry.registry import IndexEntry, LoadedVersion, ModelRegistry
+from infer.scheduling.dispatch import Dispatcher
+
+__all__ = ["DataPlane", "ModelMetadata", "ServerMetadata"]
+
+EXTENSIONS = (
+    "classification",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "schedule_policy",
+    "model_configuration",
+    "statistics",
+    "health",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMetadata:
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+class DataPlane:
+    def __init__(self, registry: ModelRegistry, dispatcher: Dispatcher, *, explicit: bool = False) -> None:
+        self.registry = registry
+        self.dispatcher = dispatcher
+        self.explicit = explicit
+        self.started = False
+        self.stopping = False
+
+    # ---- health and metadata -------------------------------------------------------------
+
+    def live(self) -> bool:
+        return not self.stopping
+
+    def ready(self) -> bool:
+        return self.started and not self.stopping and self.registry.all_ready()
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        return not self.stopping and self.registry.ready(name, version)
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata("infer", __version__, EXTENSIONS)
+
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        lv = self.registry.get(name, version)
+        versions = [e.version for e in self.registry.index() if e.name == name and e.state == "READY"]
+        platform = lv.config.platform or lv.config.backend
+        return ModelMetadata(name, versions, platform, lv.inputs, lv.outputs)
+
+    def model_config(self, name: str, version: str = "") -> ModelConfig:
+        return self.registry.get(name, version).config
+
+    # ---- inference -----------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        if self.stopping:
+            raise Unavailable("server is shutting down")
+        lv = self.registry.get(request.model_name, request.model_version)
+        try:
+            inputs = validate_inputs(lv, request)
+            validate_outputs(lv, request.outputs)
+            priority, timeout_us = reserved_parameters(request.parameters)
+            sched = self.dispatcher.scheduler(lv)
+            fut = sched.enqueue(inputs, priority=priority, timeout_us=timeout_us, deadline=request.deadline)
+        except InferError as e:
+            lv.stats.fail.add(0)
+            self.dispatcher.failure(lv, e)
+            raise
+        outputs = await fut
+        names = request.outputs or [t.name for t in lv.outputs]
+        specs = {t.name: t for t in lv.outputs}
+        return InferResponse(
+            model_name=lv.name,
+            model_version=str(lv.version),
+            id=request.id,
+            outputs=[Tensor(n, specs[n].datatype, outputs[n]) for n in names],
+        )
+
+    # ---- statistics and repository -------------------------------------------------------
+
+    def statistics(self, name: str = "", version: str = "") -> list[tuple[str, str, VersionStats]]:
+        if name:
+            if version:
+                lv = self.registry.get(name, version)
+                return [(lv.name, str(lv.version), lv.stats)]
+            found = [v for v in self.registry.loaded() if v.name == name]
+            if not found:
+                self.registry.get(name)  # raises NOT_FOUND / UNAVAILABLE with the right message
+            return [(v.name, str(v.version), v.stats) for v in sorted(found, key=lambda v: v.version)]
+        return [(v.name, str(v.version), v.stats) for v in self.registry.loaded()]
+
+    def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
+        return self.registry.index(ready_only)
+
+    async def load_model(self, name: str, config_json: str = "") -> None:
+        override = config_from_json(config_json, f"model '{name}' config parameter") if config_json else None
+        await self.registry.load(name, override)
+
+    async def unload_model(self, name: str) -> None:
+        if name not in {e.name for e in self.registry.index()}:
+            raise NotFound(f"model '{name}' is not known")
+        await self.registry.unload(name)
+
+    def loaded_versions(self) -> list[LoadedVersion]:
+        return self.registry.loaded()
+
+

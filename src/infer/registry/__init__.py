@@ -1,0 +1,1 @@
+"""Registry: what the repository holds, what is loaded, and each version's lifecycle."""

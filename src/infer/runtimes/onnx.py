@@ -1,0 +1,134 @@
+"""ONNX Runtime: one InferenceSession per loaded model version.
+
+Execution providers follow the config the way Triton's onnxruntime backend reads it: a GPU
+instance group or a ``gpu_execution_accelerator`` asks for CUDA (and TensorRT when named);
+when the provider or the device is missing the session falls back to CPU and logs why.
+Thread counts come from the config parameters ``intra_op_thread_count`` /
+``inter_op_thread_count`` or the server defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from infer.config.model import ModelConfig
+from infer.core.types import DataType, TensorSpec
+from infer.errors import ModelConfigError, ModelExecutionError
+from infer.runtimes.base import Array, Runtime, RuntimeOptions, Signature
+
+__all__ = ["OnnxRuntime", "choose_providers"]
+
+log = logging.getLogger(__name__)
+
+_ORT_TYPES: dict[str, DataType] = {
+    "tensor(bool)": DataType.BOOL,
+    "tensor(uint8)": DataType.UINT8,
+    "tensor(uint16)": DataType.UINT16,
+    "tensor(uint32)": DataType.UINT32,
+    "tensor(uint64)": DataType.UINT64,
+    "tensor(int8)": DataType.INT8,
+    "tensor(int16)": DataType.INT16,
+    "tensor(int32)": DataType.INT32,
+    "tensor(int64)": DataType.INT64,
+    "tensor(float16)": DataType.FP16,
+    "tensor(float)": DataType.FP32,
+    "tensor(double)": DataType.FP64,
+    "tensor(string)": DataType.BYTES,
+}
+
+
+def choose_providers(config: ModelConfig, available: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Execution providers to ask ONNX Runtime for, and the reasons for anything dropped."""
+    wants_gpu = any(g.kind == "KIND_GPU" for g in config.instance_group)
+    accel = config.optimization.execution_accelerators if config.optimization else None
+    gpu_accels = [a.name for a in accel.gpu_execution_accelerator] if accel else []
+    wanted: list[str] = []
+    if "tensorrt" in gpu_accels:
+        wanted.append("TensorrtExecutionProvider")
+    if wants_gpu or gpu_accels:
+        wanted.append("CUDAExecutionProvider")
+    chosen, dropped = [], []
+    for p in wanted:
+        if p in available:
+            chosen.append(p)
+        else:
+            dropped.append(f"{p} is not available in this onnxruntime build ({', '.join(available)})")
+    chosen.append("CPUExecutionProvider")
+    return chosen, dropped
+
+
+def _spec(arg: Any) -> TensorSpec:
+    dtype = _ORT_TYPES.get(arg.type)
+    if dtype is None:
+        raise ModelConfigError(f"tensor '{arg.name}' has type {arg.type}, which infer cannot serve")
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
+    return TensorSpec(arg.name, dtype, shape)
+
+
+class OnnxRuntime(Runtime):
+    names: ClassVar[tuple[str, ...]] = ("onnxruntime_onnx", "onnxruntime")
+    default_filename: ClassVar[str] = "model.onnx"
+
+    def __init__(self, session: Any, providers: list[str]) -> None:
+        self._session = session
+        self._providers = providers
+        self._sig = Signature(
+            tuple(_spec(a) for a in session.get_inputs()), tuple(_spec(a) for a in session.get_outputs())
+        )
+        self._string_inputs = {s.name for s in self._sig.inputs if s.datatype is DataType.BYTES}
+
+    @classmethod
+    def open(cls, path: Path, config: ModelConfig, options: RuntimeOptions) -> OnnxRuntime:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        intra = int(config.parameter("intra_op_thread_count", "0") or 0) or options.intra_op_threads
+        inter = int(config.parameter("inter_op_thread_count", "0") or 0) or options.inter_op_threads
+        if intra:
+            so.intra_op_num_threads = intra
+        if inter:
+            so.inter_op_num_threads = inter
+        level = config.optimization.graph.level if config.optimization and config.optimization.graph else 0
+        so.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if level < 0 else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        )
+        so.log_severity_level = 3
+        providers, dropped = choose_providers(config, ort.get_available_providers())
+        for reason in dropped:
+            log.warning("model %s: falling back to CPU: %s", config.name, reason)
+        try:
+            session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            raise ModelConfigError(f"model '{config.name}': cannot load {path.name}: {e}") from None
+        used = session.get_providers()
+        if providers[0] not in used:
+            log.warning("model %s: asked for %s, running on %s", config.name, providers, used)
+        return cls(session, used)
+
+    def signature(self) -> Signature:
+        return self._sig
+
+    def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
+        feeds: dict[str, Array] = dict(inputs)
+        for name in self._string_inputs & feeds.keys():
+            feeds[name] = np.vectorize(_to_str, otypes=[object])(feeds[name])
+        try:
+            results = self._session.run(list(outputs), feeds)
+        except Exception as e:
+            raise ModelExecutionError(f"onnxruntime failed: {e}") from None
+        return dict(zip(outputs, results, strict=True))
+
+    def describe(self) -> str:
+        return f"onnxruntime providers={self._providers}"
+
+    def close(self) -> None:
+        self._session = None
+
+
+def _to_str(x: object) -> str:
+    return x.decode("utf-8", "surrogateescape") if isinstance(x, bytes) else str(x)

@@ -1,0 +1,332 @@
+"""The dynamic batcher: one per loaded model version.
+
+Interface (as Triton's scheduler): :meth:`BatchScheduler.enqueue` returns a future of the
+request's outputs, :attr:`in_flight` counts what it holds, :meth:`stop` drains it.
+
+Policy, all on the event loop with no locks:
+* an idle server launches at once: with every instance idle there is nothing to batch with, so
+  a request never waits for company; whatever queues while instances run forms the next batch;
+* with an instance free but others busy, a batch launches when it reaches the preferred size
+  (default max_batch_size) or when its oldest request has waited ``max_queue_delay``;
+* priority levels are served in order, earliest deadline first within one; a request whose
+  deadline would pass before a batch of the would-be size finishes (predicted from a per-size
+  latency curve learnt while serving) is answered DEADLINE_EXCEEDED without being computed;
+* concatenation, execution and the split of outputs run in the instance's worker thread: one
+  copy into the batch, the outputs handed back as views.
+Every request that leaves the queue ends with a result or an error (try/finally around each
+batch; cancelled callers are skipped; only futures not yet done are resolved).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from infer.config.model import DynamicBatching
+from infer.core.clock import Clock, MonotonicClock
+from infer.errors import (
+    DeadlineExceeded,
+    InferError,
+    InvalidArgument,
+    ModelExecutionError,
+    QueueFull,
+    Unavailable,
+)
+from infer.observability.metrics import VersionMetrics
+from infer.registry.registry import LoadedVersion
+from infer.scheduling.queue import Pending, RequestQueue
+
+__all__ = ["BatchScheduler", "LatencyCurve"]
+
+log = logging.getLogger(__name__)
+
+Array = npt.NDArray[np.generic]
+Outputs = dict[str, Array]
+
+
+class LatencyCurve:
+    """Execution time per batch size, learnt as an exponential moving average."""
+
+    def __init__(self, alpha: float = 0.2) -> None:
+        self._alpha = alpha
+        self._by_size: dict[int, float] = {}
+
+    def observe(self, size: int, seconds: float) -> None:
+        old = self._by_size.get(size)
+        self._by_size[size] = seconds if old is None else old + self._alpha * (seconds - old)
+
+    def predict(self, size: int) -> float:
+        """Predicted seconds for a batch of ``size``; 0 before anything was seen."""
+        known = self._by_size.get(size)
+        if known is not None:
+            return known
+        if not self._by_size:
+            return 0.0
+        nearest = min(self._by_size, key=lambda s: abs(s - size))
+        t = self._by_size[nearest]
+        return t * size / nearest if size > nearest else t
+
+
+class BatchScheduler:
+    def __init__(
+        self,
+        version: LoadedVersion,
+        *,
+        metrics: VersionMetrics,
+        default_queue_size: int = 4096,
+        clock: Clock | None = None,
+    ) -> None:
+        cfg = version.config
+        self.version = version
+        self._metrics = metrics
+        self._clock = clock or MonotonicClock()
+        self._runtime = version.runtime
+        self._stats = version.stats
+        self._batching = cfg.max_batch_size > 0
+        dynamic = self._batching and cfg.dynamic_batching is not None
+        db = cfg.dynamic_batching or DynamicBatching()
+        self._db = db
+        self._max_samples = cfg.max_batch_size if self._batching else 1
+        self._max_requests = self._max_samples if dynamic else 1
+        self._preferred = max(db.preferred_batch_size) if db.preferred_batch_size else self._max_samples
+        self._delay = db.max_queue_delay_microseconds / 1e6
+        self._levels = db.priority_levels or 1
+        self._default_level = db.default_priority_level or 1
+        bounds = [db.policy(lv).max_queue_size or default_queue_size for lv in range(1, self._levels + 1)]
+        self._queue = RequestQueue(bounds)
+        self._instances = cfg.instance_count
+        self._executor = ThreadPoolExecutor(self._instances, thread_name_prefix=f"infer-{version.name}")
+        self._output_names = [t.name for t in version.outputs]
+        self._input_names = [t.name for t in version.inputs]
+        self._busy = 0
+        self._running = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.latency = LatencyCurve()
+
+    # ---- the interface -------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Requests queued or executing."""
+        return self._queue.count + self._running
+
+    @property
+    def queued(self) -> int:
+        return self._queue.count
+
+    def enqueue(
+        self,
+        inputs: dict[str, Array],
+        *,
+        priority: int = 0,
+        timeout_us: int = 0,
+        deadline: float | None = None,
+    ) -> asyncio.Future[Outputs]:
+        """Queue one validated request; the future resolves to its outputs or an InferError."""
+        if self._closed:
+            raise Unavailable(f"model '{self.version.name}' version {self.version.version} is unloading")
+        level = self._level(priority)
+        if self._queue.full(level):
+            self._stats.rejected += 1
+            self._metrics.rejected.inc()
+            raise QueueFull(
+                f"model '{self.version.name}' queue is full ({self._queue.count} requests waiting)",
+                retry_after_s=self._retry_hint(),
+            )
+        now = self._clock.now()
+        policy = self._db.policy(level)
+        hard = deadline if deadline is not None else math.inf
+        if timeout_us:
+            hard = min(hard, now + timeout_us / 1e6)
+        qt = policy.default_timeout_microseconds
+        if self._batching:
+            first = inputs[self._input_names[0]] if self._input_names else None
+            samples = int(first.shape[0]) if first is not None and first.ndim else 1
+            key: tuple[Any, ...] = tuple(a.shape[1:] for a in inputs.values())
+        else:
+            samples, key = 1, ()
+        loop = self._loop or self._bind_loop()
+        fut: asyncio.Future[Outputs] = loop.create_future()
+        self._queue.push(
+            Pending(
+                inputs, samples, key, fut, now, level, deadline=hard,
+                queue_timeout=now + qt / 1e6 if qt else math.inf,
+                delay_on_timeout=policy.timeout_action == "DELAY",
+            )
+        )
+        self._metrics.queued.inc()
+        self._pump()
+        return fut
+
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """Stop taking requests, let queued and running ones finish within ``grace_s``, fail the rest."""
+        self._closed = True
+        end = time.monotonic() + grace_s
+        while (self._queue.count or self._busy) and time.monotonic() < end:
+            await asyncio.sleep(0.005)
+        for p in self._queue.drain():
+            self._metrics.queued.dec()
+            if not p.future.done():
+                p.future.set_exception(Unavailable(f"model '{self.version.name}' was unloaded"))
+        if self._timer is not None:
+            self._timer.cancel()
+        self._executor.shutdown(wait=False)
+
+    # ---- queue policy --------------------------------------------------------------------
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _level(self, priority: int) -> int:
+        if priority == 0 or self._levels == 1:
+            return self._default_level if self._levels > 1 else 1
+        if not 1 <= priority <= self._levels:
+            raise InvalidArgument(
+                f"parameter 'priority': {priority} is outside 1..{self._levels} for model '{self.version.name}'"
+            )
+        return priority
+
+    def _retry_hint(self) -> float:
+        per_batch = self.latency.predict(self._max_samples) or 0.01
+        batches = self._queue.samples / max(self._max_samples, 1)
+        return min(5.0, max(0.001, per_batch * batches / self._instances))
+
+    def _horizon(self, size: int) -> float:
+        return self.latency.predict(size)
+
+    def _ready(self, now: float) -> bool:
+        if self._max_requests == 1 or self._busy == 0 or self._queue.samples >= self._preferred:
+            return True
+        head = self._queue.head()
+        return head is not None and head.arrival + self._delay <= now
+
+    def _pump(self) -> None:
+        q = self._queue
+        while q.count and self._busy < self._instances:
+            now = self._clock.now()
+            if not self._ready(now):
+                self._arm_timer(now)
+                return
+            batch, dropped = q.take(self._max_samples, self._max_requests, now, self._horizon)
+            if dropped:
+                self._drop(dropped)
+            if batch:
+                self._launch(batch, now)
+
+    def _arm_timer(self, now: float) -> None:
+        head = self._queue.head()
+        if self._timer is not None or head is None or self._loop is None:
+            return
+        wait = max(0.0, head.arrival + self._delay - now)
+        self._timer = self._loop.call_later(wait, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pump()
+
+    def _drop(self, items: list[Pending]) -> None:
+        for p in items:
+            self._metrics.queued.dec()
+            if p.future.done():
+                self._stats.cancelled += 1
+                continue
+            self._stats.expired += 1
+            self._metrics.failure("DEADLINE_EXCEEDED")
+            p.future.set_exception(
+                DeadlineExceeded(f"model '{self.version.name}': request deadline passed before execution")
+            )
+
+    # ---- execution -----------------------------------------------------------------------
+
+    def _launch(self, batch: list[Pending], now: float) -> None:
+        self._busy += 1
+        self._running += len(batch)
+        self._metrics.queued.dec(len(batch))
+        for p in batch:
+            p.started = now
+        assert self._loop is not None
+        fut = self._loop.run_in_executor(self._executor, self._compute, batch)
+        fut.add_done_callback(partial(self._finished, batch))
+
+    def _compute(self, batch: list[Pending]) -> tuple[list[Outputs], int, int, int, int]:
+        """Runs in a worker thread: concatenate, execute, split."""
+        t0 = time.perf_counter_ns()
+        total = sum(p.samples for p in batch)
+        if len(batch) == 1:
+            feeds = batch[0].inputs
+        else:
+            feeds = {n: np.concatenate([p.inputs[n] for p in batch]) for n in batch[0].inputs}
+        t1 = time.perf_counter_ns()
+        outs = self._runtime.run(feeds, self._output_names)
+        t2 = time.perf_counter_ns()
+        parts = self._split(batch, outs, total)
+        return parts, total, t1 - t0, t2 - t1, time.perf_counter_ns() - t2
+
+    def _split(self, batch: list[Pending], outs: Outputs, total: int) -> list[Outputs]:
+        if self._batching:
+            for name, arr in outs.items():
+                if arr.ndim == 0 or arr.shape[0] != total:
+                    raise ModelExecutionError(
+                        f"model '{self.version.name}' output '{name}' has shape {list(arr.shape)} "
+                        f"for a batch of {total}"
+                    )
+        if len(batch) == 1:
+            return [outs]
+        bounds = np.cumsum([p.samples for p in batch[:-1]]).tolist()
+        pieces = {n: np.split(a, bounds) for n, a in outs.items()}
+        return [{n: pieces[n][i] for n in pieces} for i in range(len(batch))]
+
+    def _finished(self, batch: list[Pending], fut: asyncio.Future[Any]) -> None:
+        self._busy -= 1
+        self._running -= len(batch)
+        try:
+            self._resolve(batch, fut)
+        finally:
+            self._pump()
+
+    def _resolve(self, batch: list[Pending], fut: asyncio.Future[Any]) -> None:
+        end = self._clock.now()
+        error: InferError | None = None
+        try:
+            parts, total, in_ns, infer_ns, out_ns = fut.result()
+        except InferError as e:
+            error = e
+        except Exception as e:  # a runtime bug must not leave callers waiting
+            log.exception("model %s failed", self.version.name)
+            error = ModelExecutionError(f"model '{self.version.name}' failed: {type(e).__name__}: {e}")
+        stats, m = self._stats, self._metrics
+        if error is not None:
+            for p in batch:
+                stats.fail.add(int((end - p.arrival) * 1e9))
+                m.failure(error.code.value)
+                if not p.future.done():
+                    p.future.set_exception(error)
+            return
+        self.latency.observe(total, infer_ns / 1e9)
+        stats.record_batch(total, len(batch), in_ns, infer_ns, out_ns)
+        stats.last_inference_ms = int(time.time() * 1000)
+        m.batch(total, infer_ns / 1e9)
+        for p, out in zip(batch, parts, strict=True):
+            queue_s = p.started - p.arrival
+            stats.queue.add(int(queue_s * 1e9))
+            m.queue_duration.observe(queue_s)
+            if p.future.done():
+                stats.cancelled += 1
+                continue
+            stats.success.add(int((end - p.arrival) * 1e9))
+            m.success.inc()
+            m.request_duration.observe(end - p.arrival)
+            p.future.set_result(out)
+
+

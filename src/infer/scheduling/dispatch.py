@@ -1,0 +1,59 @@
+"""Keeps one scheduler per loaded model version, created and drained as the registry says."""
+
+from __future__ import annotations
+
+from infer.core.clock import Clock
+from infer.errors import InferError, Unavailable
+from infer.observability.metrics import Metrics
+from infer.registry.registry import LoadedVersion
+from infer.scheduling.batcher import BatchScheduler
+
+__all__ = ["Dispatcher"]
+
+
+class Dispatcher:
+    """A :class:`~infer.registry.registry.VersionListener` owning the schedulers."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        default_queue_size: int = 4096,
+        drain_grace_s: float = 30.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self._metrics = metrics
+        self._queue_size = default_queue_size
+        self._grace = drain_grace_s
+        self._clock = clock
+        self._schedulers: dict[int, BatchScheduler] = {}
+
+    async def version_ready(self, version: LoadedVersion) -> None:
+        self._schedulers[id(version)] = BatchScheduler(
+            version,
+            metrics=self._metrics.version(version.name, str(version.version)),
+            default_queue_size=self._queue_size,
+            clock=self._clock,
+        )
+
+    async def version_retiring(self, version: LoadedVersion) -> None:
+        sched = self._schedulers.pop(id(version), None)
+        if sched is not None:
+            await sched.stop(self._grace)
+
+    def version_state(self, version: LoadedVersion) -> None:
+        self._metrics.set_state(version.name, str(version.version), version.state.value)
+
+    def scheduler(self, version: LoadedVersion) -> BatchScheduler:
+        sched = self._schedulers.get(id(version))
+        if sched is None:
+            raise Unavailable(f"model '{version.name}' version {version.version} is not accepting requests")
+        return sched
+
+    @property
+    def in_flight(self) -> int:
+        return sum(s.in_flight for s in self._schedulers.values())
+
+    def failure(self, version: LoadedVersion, error: InferError) -> None:
+        """Count a request refused before it reached a queue."""
+        self._metrics.version(version.name, str(version.version)).failure(error.code.value)

@@ -1,0 +1,1 @@
+"""Transports that expose the infer engine to clients."""

@@ -1,0 +1,1 @@
+"""gRPC transport: the Open Inference Protocol (KServe V2) service, Triton-compatible."""

@@ -1,0 +1,111 @@
+"""The default model repository: models the engine can serve with no repository configured.
+
+The repository lives in ``$INFER_HOME/model_repository`` (``~/.cache/infer/model_repository`` when
+``INFER_HOME`` is unset) and is built on first use by :func:`ensure_default_repository`.  It is built in
+a temporary directory beside its final place and renamed into place, so a crash or a concurrent build
+never leaves a half-written repository behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from infer.tasks.anomaly.build import build_model as build_anomaly
+
+__all__ = [
+    "DEFAULT_BUILDERS",
+    "build_default_repository",
+    "default_repository_path",
+    "ensure_default_repository",
+]
+
+# Bump when a builder's output changes, so that existing default repositories are rebuilt.
+REPOSITORY_VERSION: Final = 1
+MARKER: Final = ".infer-default-repository.json"
+
+
+def _anomaly(repo: Path) -> None:
+    build_anomaly(repo, name="anomaly")
+
+
+# model name -> function writing <repo>/<name>/ (config.pbtxt and 1/model.onnx)
+DEFAULT_BUILDERS: dict[str, Callable[[Path], None]] = {"anomaly": _anomaly}
+
+
+def build_default_repository(path: Path) -> list[str]:
+    """Build every default model into ``path`` (created if needed); return the model names."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    names = list(DEFAULT_BUILDERS)
+    for name in names:
+        DEFAULT_BUILDERS[name](path)
+    marker = {"version": REPOSITORY_VERSION, "models": names}
+    (path / MARKER).write_text(json.dumps(marker) + "\n")
+    return names
+
+
+def default_repository_path() -> Path:
+    """``$INFER_HOME/model_repository`` if ``INFER_HOME`` is set, else ``~/.cache/infer/model_repository``."""
+    home = os.environ.get("INFER_HOME")
+    base = Path(home).expanduser() if home else Path.home() / ".cache" / "infer"
+    return base / "model_repository"
+
+
+def _is_complete(path: Path) -> bool:
+    try:
+        marker = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(marker, dict) or marker.get("version") != REPOSITORY_VERSION:
+        return False
+    if marker.get("models") != list(DEFAULT_BUILDERS):
+        return False
+    return all(
+        (path / name / "config.pbtxt").is_file() and (path / name / "1" / "model.onnx").is_file()
+        for name in DEFAULT_BUILDERS
+    )
+
+
+def _discard(path: Path) -> None:
+    """Remove ``path``, first renaming it aside so nobody sees it half-deleted."""
+    aside = path.with_name(f".{path.name}.stale-{uuid.uuid4().hex}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def ensure_default_repository() -> Path:
+    """Return :func:`default_repository_path`, building it first if it is absent, incomplete or stale."""
+    target = default_repository_path()
+    if _is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    try:
+        build_default_repository(staging)
+        os.chmod(staging, 0o755)
+        for _ in range(3):
+            if _is_complete(target):  # a concurrent builder finished first
+                break
+            if target.exists():
+                _discard(target)
+            try:
+                os.rename(staging, target)  # atomic; fails if target reappeared meanwhile
+                return target
+            except OSError:
+                continue
+        if not _is_complete(target):
+            raise RuntimeError(f"could not install the default model repository at {target}")
+        return target
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

@@ -84,6 +84,7 @@ class DataPlane:
             inputs = validate_inputs(lv, request)
             validate_outputs(lv, request.outputs)
             priority, timeout_us = reserved_parameters(request.parameters)
+            lv.runtime.prepare(inputs)
             sched = self.dispatcher.scheduler(lv)
             fut = sched.enqueue(inputs, priority=priority, timeout_us=timeout_us, deadline=request.deadline)
         except InferError as e:

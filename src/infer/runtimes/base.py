@@ -63,6 +63,13 @@ class Runtime(abc.ABC):
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         """Compute ``outputs`` for one batch; blocking and thread-safe."""
 
+    def prepare(self, inputs: dict[str, Array]) -> None:  # noqa: B027 - optional hook
+        """Check and convert one request's inputs in place before it is queued (on the event loop).
+
+        Raise InvalidArgument for values this runtime cannot take, so one bad request never
+        fails the batch it would have joined.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model's resources."""
 

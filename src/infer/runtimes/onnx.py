@@ -18,7 +18,7 @@ import numpy as np
 
 from infer.config.model import ModelConfig
 from infer.core.types import DataType, TensorSpec
-from infer.errors import ModelConfigError, ModelExecutionError
+from infer.errors import InvalidArgument, ModelConfigError, ModelExecutionError
 from infer.runtimes.base import Array, Runtime, RuntimeOptions, Signature
 
 __all__ = ["OnnxRuntime", "choose_providers"]
@@ -113,12 +113,24 @@ class OnnxRuntime(Runtime):
     def signature(self) -> Signature:
         return self._sig
 
+    def prepare(self, inputs: dict[str, Array]) -> None:
+        """ONNX string tensors hold text: BYTES elements must be UTF-8 and are decoded here."""
+        for name in self._string_inputs & inputs.keys():
+            arr = inputs[name]
+            flat = arr.reshape(-1)
+            out = np.empty(flat.shape, dtype=object)
+            for i, item in enumerate(flat):
+                try:
+                    out[i] = item.decode("utf-8") if isinstance(item, bytes) else str(item)
+                except UnicodeDecodeError:
+                    raise InvalidArgument(
+                        f"input '{name}': element {i} is not valid UTF-8 (ONNX string tensors hold text)"
+                    ) from None
+            inputs[name] = out.reshape(arr.shape)
+
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
-        feeds: dict[str, Array] = dict(inputs)
-        for name in self._string_inputs & feeds.keys():
-            feeds[name] = np.vectorize(_to_str, otypes=[object])(feeds[name])
         try:
-            results = self._session.run(list(outputs), feeds)
+            results = self._session.run(list(outputs), dict(inputs))
         except Exception as e:
             raise ModelExecutionError(f"onnxruntime failed: {e}") from None
         return dict(zip(outputs, results, strict=True))
@@ -128,7 +140,3 @@ class OnnxRuntime(Runtime):
 
     def close(self) -> None:
         self._session = None
-
-
-def _to_str(x: object) -> str:
-    return x.decode("utf-8", "surrogateescape") if isinstance(x, bytes) else str(x)

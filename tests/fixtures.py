@@ -82,7 +82,8 @@ def write_dense(repo: Path, name: str = "dense", hidden: int = 256, layers: int 
     for i in range(layers):
         w = (rng.standard_normal((width, hidden)) * np.sqrt(2.0 / width)).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [f"h{i}"])]
+        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
+                  helper.make_node("Relu", [f"m{i}"], [f"h{i}"])]
         prev, width = f"h{i}", hidden
     w = (rng.standard_normal((width, 8)) * np.sqrt(1.0 / width)).astype(np.float32)
     inits.append(numpy_helper.from_array(w, "wout"))
@@ -107,7 +108,8 @@ class ServerProcess:
     """``infer serve`` in a subprocess on ephemeral loopback ports."""
 
     def __init__(self, repo: Path | None, *args: str, env: Mapping[str, str] | None = None) -> None:
-        self.port_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"infer-ports-{os.getpid()}-{time.monotonic_ns()}.json"
+        tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+        self.port_file = tmp / f"infer-ports-{os.getpid()}-{time.monotonic_ns()}.json"
         cmd = [sys.executable, "-m", "infer.cli", "serve", "--host", "127.0.0.1", "--grpc-port", "0",
                "--metrics-port", "0", "--port-file", str(self.port_file), "--shutdown-grace", "5", *args]
         if repo is not None:

@@ -87,7 +87,8 @@ def _cmd_models(a: argparse.Namespace) -> int:
 
     try:
         with grpc.insecure_channel(a.address) as ch:
-            idx = pb_grpc.GRPCInferenceServiceStub(ch).RepositoryIndex(pb.RepositoryIndexRequest(), timeout=a.timeout)
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)  # type: ignore[no-untyped-call]
+            idx = stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=a.timeout)
     except grpc.RpcError as e:
         print(f"infer models list: {e.code().name} {e.details()}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ from infer.core.types import DataType
 from infer.errors import ModelConfigError
 
 __all__ = [
+    "ConfigDataType",
     "DynamicBatching",
     "InstanceGroup",
     "ModelConfig",

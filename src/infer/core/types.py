@@ -26,6 +26,7 @@ __all__ = [
     "Tensor",
     "TensorSpec",
     "decode_bytes_tensor",
+    "element_count",
     "encode_bytes_tensor",
     "shape_matches",
     "tensor_from_buffer",
@@ -172,10 +173,19 @@ def shape_matches(shape: Sequence[int], spec: Sequence[int]) -> bool:
     return all(s == d or d < 0 for s, d in zip(shape, spec, strict=True))
 
 
-def _element_count(name: str, shape: Sequence[int]) -> int:
+_MAX_RANK: Final = 64  # numpy's limit on dimensions
+_MAX_EXTENT: Final = 2**56  # bound on the product of a shape's non-zero dims (numpy's is ~2**63 bytes)
+
+
+def element_count(name: str, shape: Sequence[int]) -> int:
+    """Elements in a tensor of ``shape``; InvalidArgument for a shape no array can take."""
+    if len(shape) > _MAX_RANK:
+        raise InvalidArgument(f"input '{name}': shape has {len(shape)} dimensions (at most {_MAX_RANK})")
     for d in shape:
         if d < 0:
             raise InvalidArgument(f"input '{name}': shape {list(shape)} has a negative dimension")
+    if math.prod(d for d in shape if d) > _MAX_EXTENT:
+        raise InvalidArgument(f"input '{name}': shape {list(shape)} is too large")
     return math.prod(shape)
 
 
@@ -183,7 +193,7 @@ def tensor_from_buffer(
     name: str, datatype: DataType, shape: Sequence[int], buf: bytes | memoryview
 ) -> Tensor:
     """Decode raw little-endian contents into a tensor without copying (numpy views ``buf``)."""
-    count = _element_count(name, shape)
+    count = element_count(name, shape)
     if datatype is DataType.BYTES:
         return Tensor(name, datatype, decode_bytes_tensor(name, buf, count).reshape(shape))
     expected = count * datatype.itemsize
@@ -202,8 +212,13 @@ _LEN = struct.Struct("<I")
 def decode_bytes_tensor(name: str, buf: bytes | memoryview, count: int) -> Array:
     """Split V2 BYTES raw content (4-byte little-endian length + payload, repeated)."""
     view = memoryview(buf)
-    out = np.empty(count, dtype=object)
     pos, end = 0, len(view)
+    if 4 * count > end:  # checked before allocating: the shape may claim far more than was sent
+        raise InvalidArgument(
+            f"input '{name}': BYTES content has {end} bytes, too few for {count} elements "
+            "(each needs a 4-byte length prefix)"
+        )
+    out = np.empty(count, dtype=object)
     for i in range(count):
         if pos + 4 > end:
             raise InvalidArgument(
@@ -229,7 +244,7 @@ def encode_bytes_tensor(arr: Array) -> bytes:
     """Serialise an array of bytes/str into V2 BYTES raw content."""
     parts: list[bytes] = []
     for item in arr.reshape(-1):
-        b = item.encode() if isinstance(item, str) else bytes(item)
+        b = item.encode() if isinstance(item, str) else bytes(item)  # type: ignore[call-overload]
         parts.append(_LEN.pack(len(b)))
         parts.append(b)
     return b"".join(parts)

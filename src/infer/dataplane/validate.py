@@ -50,11 +50,13 @@ def validate_inputs(lv: LoadedVersion, request: InferRequest) -> dict[str, npt.N
 
 def validate_outputs(lv: LoadedVersion, requested: list[str]) -> None:
     known = {t.name for t in lv.outputs}
+    seen: set[str] = set()
     for name in requested:
         if name not in known:
             raise InvalidArgument(f"output '{name}': model '{lv.name}' has no such output (has {sorted(known)})")
-    if len(set(requested)) != len(requested):
-        raise InvalidArgument("outputs: an output is requested more than once")
+        if name in seen:
+            raise InvalidArgument(f"output '{name}': requested more than once")
+        seen.add(name)
 
 
 def reserved_parameters(params: dict[str, ParamValue]) -> tuple[int, int]:

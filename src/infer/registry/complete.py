@@ -7,7 +7,9 @@ dynamic batching unless its config chose otherwise.
 
 from __future__ import annotations
 
-from infer.config.model import DynamicBatching, ModelConfig, ModelInput, ModelOutput
+from typing import cast
+
+from infer.config.model import ConfigDataType, DynamicBatching, ModelConfig, ModelInput, ModelOutput
 from infer.core.types import TensorSpec
 from infer.errors import ModelConfigError
 from infer.runtimes.base import Signature
@@ -43,12 +45,12 @@ def complete_config(
         )
     if not config.input:
         update["input"] = [
-            ModelInput(name=t.name, data_type=t.datatype.config_name, dims=list(t.shape[skip:]))
+            ModelInput(name=t.name, data_type=cast(ConfigDataType, t.datatype.config_name), dims=list(t.shape[skip:]))
             for t in sig.inputs
         ]
     if not config.output:
         update["output"] = [
-            ModelOutput(name=t.name, data_type=t.datatype.config_name, dims=list(t.shape[skip:]))
+            ModelOutput(name=t.name, data_type=cast(ConfigDataType, t.datatype.config_name), dims=list(t.shape[skip:]))
             for t in sig.outputs
         ]
     done = config.model_copy(update=update)

@@ -14,6 +14,7 @@ from infer.core.types import (
     InferResponse,
     ParamValue,
     Tensor,
+    element_count,
     encode_bytes_tensor,
     tensor_from_buffer,
 )
@@ -36,6 +37,7 @@ _CONTENTS: dict[DataType, str] = {
     DataType.FP64: "fp64_contents",
     DataType.BYTES: "bytes_contents",
 }
+_NARROW = frozenset({DataType.INT8, DataType.INT16, DataType.UINT8, DataType.UINT16})
 
 
 def params_from_pb(params: Any) -> dict[str, ParamValue]:
@@ -52,11 +54,7 @@ def _typed(name: str, dt: DataType, shape: list[int], contents: Any) -> Tensor:
     if field is None:
         raise InvalidArgument(f"input '{name}': {dt.value} must be sent in raw_input_contents")
     values = getattr(contents, field)
-    count = 1
-    for d in shape:
-        if d < 0:
-            raise InvalidArgument(f"input '{name}': shape {shape} has a negative dimension")
-        count *= d
+    count = element_count(name, shape)
     if len(values) != count:
         raise InvalidArgument(
             f"input '{name}': contents.{field} has {len(values)} elements but shape {shape} needs {count}"
@@ -64,15 +62,22 @@ def _typed(name: str, dt: DataType, shape: list[int], contents: Any) -> Tensor:
     if dt is DataType.BYTES:
         arr = np.empty(count, dtype=object)
         arr[:] = list(values)
+    elif dt in _NARROW:  # int_contents/uint_contents hold 32 bits: numpy would wrap what does not fit
+        arr = np.array(values, dtype=np.int64)
+        info = np.iinfo(dt.numpy)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise InvalidArgument(
+                f"input '{name}': a value of contents.{field} does not fit {dt.value} ({info.min}..{info.max})"
+            )
+        arr = arr.astype(dt.numpy)
     else:
-        try:
-            arr = np.array(values, dtype=dt.numpy)
-        except OverflowError:
-            raise InvalidArgument(f"input '{name}': a value does not fit {dt.value}") from None
+        arr = np.array(values, dtype=dt.numpy)
     return Tensor(name, dt, arr.reshape(shape))
 
 
 def infer_request_from_pb(req: Any, deadline: float | None) -> InferRequest:
+    if not req.model_name:
+        raise InvalidArgument("model_name: required (the name of the model to run)")
     raw = req.raw_input_contents
     if raw and len(raw) != len(req.inputs):
         raise InvalidArgument(

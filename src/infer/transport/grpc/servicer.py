@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -25,7 +25,7 @@ from infer.transport.grpc.status import grpc_errors, internal_error
 __all__ = ["InferenceServicer"]
 
 log = logging.getLogger(__name__)
-Ctx = grpc.aio.ServicerContext[Any, Any]
+Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 _STREAM_WINDOW = 1024  # requests of one stream computed concurrently
 
@@ -35,7 +35,7 @@ def _tensor_meta(specs: Any, into: Any) -> None:
         into.add(name=s.name, datatype=s.datatype.value, shape=list(s.shape))
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane, clock: Clock | None = None) -> None:
         self._dp = dataplane
         self._clock = clock or MonotonicClock()

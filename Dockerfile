@@ -1,0 +1,21 @@
+# infer: gRPC inference server (Open Inference Protocol / Triton gRPC API)
+# docker build -t infer . && docker run -p 8001:8001 -p 8002:8002 infer
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+COPY kernels ./kernels
+RUN pip wheel --no-cache-dir --no-deps -w /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 INFER_HOME=/var/lib/infer
+RUN useradd --system --home /var/lib/infer --create-home infer
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER infer
+# The default repository is trained and exported at image build time, so start-up only loads it.
+RUN infer build-default-repository
+EXPOSE 8001 8002
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s CMD ["infer", "probe", "--service", "ready"]
+ENTRYPOINT ["infer", "serve"]
+CMD ["--grpc-port", "8001", "--metrics-port", "8002"]

@@ -1,0 +1,239 @@
+"""One run of every baseline the scheduler is judged against, on the same models and client.
+
+    python benchmarks/bench.py [--out benchmarks/out/run] [--duration 5] [--repeat 2] [--backend python h2load]
+
+Models: ``anomaly`` (small: 16 features, transport-bound) and ``dense`` (21.5 M-parameter MLP,
+compute-bound). Servers: the bare grpc.aio echo server (transport ceiling), infer, and Seldon
+MLServer (benchmarks/peers, when set up) in its default and best configurations; plus ONNX Runtime
+in-process (compute ceiling). Writes results.json, results.md (the table for RESULTS.md) and
+latency.png into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import ceiling  # noqa: E402
+import loadgen  # noqa: E402
+from models import build_dense  # noqa: E402
+
+CONCURRENCY = {"anomaly": [1, 32], "dense": [1, 64]}
+
+
+def build_repo(repo: Path) -> None:
+    from infer.tasks.anomaly.build import build_model
+
+    if not (repo / "anomaly" / "1" / "model.onnx").exists():
+        build_model(repo)
+    if not (repo / "dense" / "1" / "model.onnx").exists():
+        build_dense(repo)
+
+
+def _wait_file(path: Path, proc: subprocess.Popen[Any], timeout: float = 120) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists() and path.stat().st_size:
+            return path.read_text()
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(str(proc.args))
+
+
+def start_infer(repo: Path, out: Path, extra: list[str]) -> tuple[subprocess.Popen[Any], str]:
+    ports = out / "infer-ports.json"
+    ports.unlink(missing_ok=True)
+    log = (out / "infer.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "infer.cli", "serve", "--model-repository", str(repo),
+                             "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1",
+                             "--port-file", str(ports), "--log-level", "warning", *extra],
+                            stdout=log, stderr=subprocess.STDOUT)
+    port = json.loads(_wait_file(ports, proc))["grpc"]
+    return proc, f"127.0.0.1:{port}"
+
+
+def start_echo(model: str, inputs: str, out: Path) -> tuple[subprocess.Popen[Any], str]:
+    ready = out / f"echo-{model}.port"
+    ready.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, str(HERE / "echo_server.py"), "--model", model, "--input", inputs,
+                             "--ready-file", str(ready)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return proc, f"127.0.0.1:{_wait_file(ready, proc)}"
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def measure_server(label: str, target: str, model: str, args: argparse.Namespace) -> list[loadgen.Result]:
+    payload = loadgen.build_request(target, model, 1)
+    loadgen.verify(target, payload)
+    results = []
+    for backend in args.backend:
+        for rep in range(args.repeat):
+            for c in CONCURRENCY[model]:
+                r = loadgen.run_point(target, model, payload, backend=backend, concurrency=c,
+                                      seconds=args.duration, warmup=args.warmup, label=label)
+                r.label = f"{label}#{rep + 1}"
+                print(r.summary(), flush=True)
+                results.append(r)
+    return results
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mlserver_configs() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        ("mlserver-default", {"parallel_workers": 1}),
+        ("mlserver-best", {"parallel_workers": 0, "max_batch_size": 32, "max_batch_time_s": 0.002}),
+    ]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    repo = out / "repo"
+    build_repo(repo)
+    inputs = {"anomaly": "features:FP32:-1,16", "dense": "x:FP32:-1,256"}
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+                              "command": " ".join(sys.argv), "ceiling": {}, "results": []}
+    for model in args.models:
+        report["ceiling"][model] = ceiling.measure(repo / model / "1" / "model.onnx", [1, 8, 16, 32, 64],
+                                                   seconds=2.0)
+        print(model, "in-process best", report["ceiling"][model]["best"], flush=True)
+    results: list[loadgen.Result] = []
+    for model in args.models:
+        proc, target = start_echo(model, inputs[model], out)
+        try:
+            results += measure_server("echo", target, model, args)
+        finally:
+            stop(proc)
+    proc, target = start_infer(repo, out, args.infer_args)
+    try:
+        for model in args.models:
+            results += measure_server("infer", target, model, args)
+    finally:
+        stop(proc)
+    if not args.skip_mlserver:
+        results += run_mlserver(repo, out, args)
+    report["results"] = [asdict(r) for r in results]
+    (out / "results.json").write_text(json.dumps(report, indent=1))
+    (out / "results.md").write_text(table(report))
+    loadgen.plot(results, out / "latency.png")
+    print(table(report))
+    return report
+
+
+def run_mlserver(repo: Path, out: Path, args: argparse.Namespace) -> list[loadgen.Result]:
+    sys.path.insert(0, str(HERE / "peers"))
+    from mlserver_peer import start_mlserver, stop_mlserver
+
+    subprocess.run(["bash", str(HERE / "peers" / "setup_mlserver.sh")], check=True)
+
+    results: list[loadgen.Result] = []
+    for label, cfg in mlserver_configs():
+        for model in args.models:
+            work = out / f"{label}-{model}"
+            port = free_port()
+            proc = start_mlserver(repo / model / "1" / "model.onnx", model, work, grpc_port=port,
+                                  http_port=free_port(), metrics_port=free_port(), **cfg)
+            try:
+                results += measure_server(label, f"127.0.0.1:{port}", model, args)
+            finally:
+                stop_mlserver(proc)
+    return results
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores {cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def _agg(rows: list[dict[str, Any]]) -> tuple[float, float, float]:
+    return (float(np.mean([r["throughput"] for r in rows])), float(np.mean([r["p50_ms"] for r in rows])),
+            float(np.mean([r["p99_ms"] for r in rows])))
+
+
+def table(report: dict[str, Any]) -> str:
+    rows = report["results"]
+    lines = ["| model | server | client | c | req/s (each run) | p50 ms | p99 ms | errors |",
+             "|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["model"], r["label"].split("#")[0], r["backend"], r["concurrency"]) for r in rows})
+    agg: dict[tuple[str, str, str, int], tuple[float, float, float]] = {}
+    for key in keys:
+        rs = [r for r in rows if (r["model"], r["label"].split("#")[0], r["backend"], r["concurrency"]) == key]
+        agg[key] = _agg(rs)
+        each = " / ".join(f"{r['throughput']:,.0f}" for r in rs)
+        errs = sum(sum(r["errors"].values()) for r in rs)
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {each} | {agg[key][1]:.2f} | "
+                     f"{agg[key][2]:.2f} | {errs} |")
+    lines += ["", "| model (ONNX Runtime in-process) | batch-1 ms | best batch | best samples/s |", "|---|---|---|---|"]
+    for model, c in report["ceiling"].items():
+        best = c["best"]
+        lines.append(f"| {model} | {c['batch1_ms']:.3f} | {best['batch']} | {best['samples_per_s']:,.0f} |")
+    lines += ["", "Ratios (means of the runs above):", ""]
+    for model in report["ceiling"]:
+        for backend in sorted({k[2] for k in keys}):
+            hi = CONCURRENCY[model][1]
+            inf = agg.get((model, "infer", backend, hi))
+            echo = agg.get((model, "echo", backend, hi))
+            best = agg.get((model, "mlserver-best", backend, hi))
+            c1i, c1e = agg.get((model, "infer", backend, 1)), agg.get((model, "echo", backend, 1))
+            if inf and echo:
+                lines.append(f"- {model} ({backend}) c={hi}: infer / transport ceiling = {inf[0] / echo[0]:.2f}")
+            if inf:
+                ceil = report["ceiling"][model]["best"]["samples_per_s"]
+                lines.append(f"- {model} ({backend}) c={hi}: infer / in-process compute ceiling = {inf[0] / ceil:.2f}")
+            if inf and best:
+                lines.append(f"- {model} ({backend}) c={hi}: infer / MLServer best = {inf[0] / best[0]:.2f} "
+                             f"(p99 {inf[2]:.1f} vs {best[2]:.1f} ms)")
+            if c1i and c1e:
+                budget = c1e[1] + report["ceiling"][model]["batch1_ms"]
+                lines.append(f"- {model} ({backend}) c=1: infer p50 {c1i[1]:.3f} ms vs echo p50 + batch-1 compute "
+                             f"{budget:.3f} ms (excess {c1i[1] - budget:+.3f} ms)")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=HERE / "out" / "run")
+    p.add_argument("--models", nargs="+", default=["anomaly", "dense"])
+    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--backend", nargs="+", default=["python"], choices=["python", "h2load"])
+    p.add_argument("--skip-mlserver", action="store_true")
+    p.add_argument("--infer-args", nargs=argparse.REMAINDER, default=[], help="extra flags for infer serve")
+    run(p.parse_args())
+
+
+if __name__ == "__main__":
+    main()

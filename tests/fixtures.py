@@ -137,7 +137,8 @@ class ServerProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log.read_text()
 
     def stop(self, timeout: float = 30.0) -> int:
@@ -293,7 +294,7 @@ class FakeRuntime(Runtime):
             for name, x in inputs.items():
                 y = x * 2
                 call.outputs[name.replace("x", "y", 1)] = y[:-1] if self.wrong_rows else y
-            return {n: call.outputs[n] for n in outputs}
+            return {n: call.outputs[n] for n in outputs if n in call.outputs}  # absent optional input
         finally:
             with self._cond:
                 self.active -= 1
@@ -324,8 +325,13 @@ def fake_config(
     max_queue_size: int = 0,
     queue_timeout_us: int = 0,
     timeout_action: str = "REJECT",
+    inline_max_us: int = 0,
 ) -> ModelConfig:
-    """A ModelConfig for FakeRuntime: input x FP32 [*dims] -> output y FP32 [*dims]."""
+    """A ModelConfig for FakeRuntime: input x FP32 [*dims] -> output y FP32 [*dims].
+
+    ``inline_max_us`` (the ``infer.inline_max_us`` parameter) defaults to 0 here: every batch then
+    runs in a worker thread, so a runtime held on its gate never holds the event loop.
+    """
     db: dict[str, Any] | None = None
     if dynamic:
         db = {
@@ -347,6 +353,7 @@ def fake_config(
         "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": list(dims)}],
         "dynamic_batching": db,
         "instance_group": [{"count": instances, "kind": "KIND_CPU"}],
+        "parameters": {"infer.inline_max_us": {"string_value": str(inline_max_us)}},
     })
 
 

@@ -102,9 +102,12 @@ class App:
         if self._health_task is not None:
             self._health_task.cancel()
         if dp is not None:
-            dp.stopping = True
+            dp.stopping = True  # new requests: UNAVAILABLE, which clients may retry elsewhere
         if self.health is not None:
             await self.health.shutdown()
+        # RPCs that grpc already holds but has not handed to a handler would be CANCELLED by
+        # server.stop(); give them a moment to reach a handler and get their UNAVAILABLE.
+        await asyncio.sleep(0.1)
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s)
         if dp is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -39,6 +40,7 @@ class LoadedVersion:
     outputs: tuple[TensorSpec, ...]
     lifecycle: VersionLifecycle = field(default_factory=VersionLifecycle)
     stats: VersionStats = field(default_factory=VersionStats)
+    warmup_s: float = 0.0  # best batch-1 time seen at warm-up (seeds the scheduler's latency curve)
 
     @property
     def state(self) -> ModelState:
@@ -232,7 +234,7 @@ class ModelRegistry:
         self._notify_state(lv)
         self._move(lv, ModelState.WARM, "loaded " + runtime.describe())
         try:
-            await asyncio.to_thread(_warm_up, lv)
+            lv.warmup_s = await asyncio.to_thread(_warm_up, lv)
         except Exception as e:
             self._move(lv, ModelState.ERROR, f"warm-up failed: {e}")
             runtime.close()
@@ -261,16 +263,25 @@ class ModelRegistry:
             listener.version_state(lv)
 
 
-def _warm_up(lv: LoadedVersion) -> None:
-    """One real prediction on zeros (batch 1, variable dims 1) before the version takes traffic."""
+def _warm_up(lv: LoadedVersion, runs: int = 3) -> float:
+    """Real predictions on zeros (batch 1, variable dims 1) before the version takes traffic.
+
+    Returns the fastest run's seconds (0 when skipped).
+    """
     if lv.config.parameter("infer.warmup", "true").lower() == "false":
-        return
+        return 0.0
     if any(t.datatype is DataType.BYTES for t in lv.inputs):
-        return
+        return 0.0
     feeds = {
         t.name: np.zeros([d if d >= 0 else 1 for d in t.shape], dtype=t.datatype.numpy) for t in lv.inputs
     }
-    outs = lv.runtime.run(feeds, [t.name for t in lv.outputs])
+    names = [t.name for t in lv.outputs]
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        outs = lv.runtime.run(feeds, names)
+        best = min(best, time.perf_counter() - t0)
     for t in lv.outputs:
         if t.name not in outs:
             raise ModelConfigError(f"output '{t.name}' missing from the model's result")
+    return best

@@ -5,14 +5,18 @@ request's outputs, :attr:`in_flight` counts what it holds, :meth:`stop` drains i
 
 Policy, all on the event loop with no locks:
 * an idle server launches at once: with every instance idle there is nothing to batch with, so
-  a request never waits for company; whatever queues while instances run forms the next batch;
+  a request never waits for company (it waits only for the end of the current event-loop
+  iteration, so that requests delivered together are batched together); whatever queues while
+  instances run forms the next batch;
 * with an instance free but others busy, a batch launches when it reaches the preferred size
   (default max_batch_size) or when its oldest request has waited ``max_queue_delay``;
 * priority levels are served in order, earliest deadline first within one; a request whose
   deadline would pass before a batch of the would-be size finishes (predicted from a per-size
   latency curve learnt while serving) is answered DEADLINE_EXCEEDED without being computed;
 * concatenation, execution and the split of outputs run in the instance's worker thread: one
-  copy into the batch, the outputs handed back as views.
+  copy into the batch, the outputs handed back as views. A batch the latency curve predicts to
+  take under ``infer.inline_max_us`` (config parameter, default 100 us; 0 disables) runs on the
+  event loop instead, because handing it to a thread and back costs the loop more than that.
 Every request that leaves the queue ends with a result or an error (try/finally around each
 batch; cancelled callers are skipped; only futures not yet done are resolved).
 """
@@ -100,18 +104,25 @@ class BatchScheduler:
         self._delay = db.max_queue_delay_microseconds / 1e6
         self._levels = db.priority_levels or 1
         self._default_level = db.default_priority_level or 1
-        bounds = [db.policy(lv).max_queue_size or default_queue_size for lv in range(1, self._levels + 1)]
+        self._policies = [db.policy(lv) for lv in range(1, self._levels + 1)]
+        bounds = [p.max_queue_size or default_queue_size for p in self._policies]
         self._queue = RequestQueue(bounds)
         self._instances = cfg.instance_count
         self._executor = ThreadPoolExecutor(self._instances, thread_name_prefix=f"infer-{version.name}")
         self._output_names = [t.name for t in version.outputs]
-        self._input_names = [t.name for t in version.inputs]
         self._busy = 0
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._pump_soon = False
+        self._inline_s = float(cfg.parameter("infer.inline_max_us", "100") or 0) / 1e6
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.latency = LatencyCurve()
+        # gauges read at scrape time: nothing to keep in step on the hot path
+        metrics.queued.set_function(lambda: self._queue.count)
+        metrics.inflight.set_function(lambda: self.in_flight)
+        if version.warmup_s > 0:
+            self.latency.observe(1, version.warmup_s)
 
     # ---- the interface -------------------------------------------------------------------
 
@@ -144,15 +155,17 @@ class BatchScheduler:
                 retry_after_s=self._retry_hint(),
             )
         now = self._clock.now()
-        policy = self._db.policy(level)
+        policy = self._policies[level - 1]
         hard = deadline if deadline is not None else math.inf
         if timeout_us:
             hard = min(hard, now + timeout_us / 1e6)
         qt = policy.default_timeout_microseconds
         if self._batching:
-            first = inputs[self._input_names[0]] if self._input_names else None
+            # optional inputs may be absent: the names are part of the key, and the batch size is
+            # read from whichever input came (validation made them agree)
+            first = next(iter(inputs.values()), None)
             samples = int(first.shape[0]) if first is not None and first.ndim else 1
-            key: tuple[Any, ...] = tuple(a.shape[1:] for a in inputs.values())
+            key: tuple[Any, ...] = tuple((n, a.shape[1:]) for n, a in inputs.items())
         else:
             samples, key = 1, ()
         loop = self._loop or self._bind_loop()
@@ -164,8 +177,10 @@ class BatchScheduler:
                 delay_on_timeout=policy.timeout_action == "DELAY",
             )
         )
-        self._metrics.queued.inc()
-        self._pump()
+        if not self._pump_soon:
+            # Pump once this loop iteration's other arrivals are queued too: they form one batch.
+            self._pump_soon = True
+            loop.call_soon(self._deferred_pump)
         return fut
 
     async def stop(self, grace_s: float = 30.0) -> None:
@@ -174,10 +189,14 @@ class BatchScheduler:
         end = time.monotonic() + grace_s
         while (self._queue.count or self._busy) and time.monotonic() < end:
             await asyncio.sleep(0.005)
+        now = self._clock.now()
         for p in self._queue.drain():
-            self._metrics.queued.dec()
-            if not p.future.done():
-                p.future.set_exception(Unavailable(f"model '{self.version.name}' was unloaded"))
+            if p.future.done():
+                self._stats.cancelled += 1
+                continue
+            self._stats.fail.add(int((now - p.arrival) * 1e9))
+            self._metrics.failure(Unavailable.code.value)
+            p.future.set_exception(Unavailable(f"model '{self.version.name}' was unloaded"))
         if self._timer is not None:
             self._timer.cancel()
         self._executor.shutdown(wait=False)
@@ -208,8 +227,8 @@ class BatchScheduler:
     def _ready(self, now: float) -> bool:
         if self._max_requests == 1 or self._busy == 0 or self._queue.samples >= self._preferred:
             return True
-        head = self._queue.head()
-        return head is not None and head.arrival + self._delay <= now
+        oldest = self._queue.oldest()
+        return oldest is not None and oldest.arrival + self._delay <= now
 
     def _pump(self) -> None:
         q = self._queue
@@ -220,28 +239,32 @@ class BatchScheduler:
                 return
             batch, dropped = q.take(self._max_samples, self._max_requests, now, self._horizon)
             if dropped:
-                self._drop(dropped)
+                self._drop(dropped, now)
             if batch:
                 self._launch(batch, now)
 
+    def _deferred_pump(self) -> None:
+        self._pump_soon = False
+        self._pump()
+
     def _arm_timer(self, now: float) -> None:
-        head = self._queue.head()
-        if self._timer is not None or head is None or self._loop is None:
+        oldest = self._queue.oldest()
+        if self._timer is not None or oldest is None or self._loop is None:
             return
-        wait = max(0.0, head.arrival + self._delay - now)
+        wait = max(0.0, oldest.arrival + self._delay - now)
         self._timer = self._loop.call_later(wait, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._pump()
 
-    def _drop(self, items: list[Pending]) -> None:
+    def _drop(self, items: list[Pending], now: float) -> None:
         for p in items:
-            self._metrics.queued.dec()
             if p.future.done():
                 self._stats.cancelled += 1
                 continue
             self._stats.expired += 1
+            self._stats.fail.add(int((now - p.arrival) * 1e9))
             self._metrics.failure("DEADLINE_EXCEEDED")
             p.future.set_exception(
                 DeadlineExceeded(f"model '{self.version.name}': request deadline passed before execution")
@@ -252,10 +275,19 @@ class BatchScheduler:
     def _launch(self, batch: list[Pending], now: float) -> None:
         self._busy += 1
         self._running += len(batch)
-        self._metrics.queued.dec(len(batch))
         for p in batch:
             p.started = now
         assert self._loop is not None
+        if self._inline_s > 0 and 0 < self.latency.predict(sum(p.samples for p in batch)) < self._inline_s:
+            # A batch predicted to take less than handing it to a thread costs runs right here:
+            # the thread round trip (wake-up, GIL hand-over, callback) would block the loop longer.
+            done: asyncio.Future[Any] = self._loop.create_future()
+            try:
+                done.set_result(self._compute(batch))
+            except Exception as e:
+                done.set_exception(e)
+            self._finished(batch, done, pump=False)
+            return
         fut = self._loop.run_in_executor(self._executor, self._compute, batch)
         fut.add_done_callback(partial(self._finished, batch))
 
@@ -287,13 +319,14 @@ class BatchScheduler:
         pieces = {n: np.split(a, bounds) for n, a in outs.items()}
         return [{n: pieces[n][i] for n in pieces} for i in range(len(batch))]
 
-    def _finished(self, batch: list[Pending], fut: asyncio.Future[Any]) -> None:
+    def _finished(self, batch: list[Pending], fut: asyncio.Future[Any], pump: bool = True) -> None:
         self._busy -= 1
         self._running -= len(batch)
         try:
             self._resolve(batch, fut)
         finally:
-            self._pump()
+            if pump:
+                self._pump()
 
     def _resolve(self, batch: list[Pending], fut: asyncio.Future[Any]) -> None:
         end = self._clock.now()

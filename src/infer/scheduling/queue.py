@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ class Pending:
     queue_timeout: float = math.inf  # policy: REJECT or DELAY once passed
     delay_on_timeout: bool = False
     seq: int = 0
+    queued: bool = False
     started: float = 0.0
     user: Any = None  # whatever the caller wants back with the result (e.g. its request)
 
@@ -52,6 +54,7 @@ class RequestQueue:
     def __init__(self, bounds: list[int]) -> None:
         self._levels = [_Level(b) for b in bounds] + [_Level(1 << 62)]
         self._seq = 0
+        self._arrivals: deque[Pending] = deque()  # arrival order, stale entries skipped lazily
         self.count = 0
         self.samples = 0
 
@@ -66,9 +69,11 @@ class RequestQueue:
         self._seq += 1
         item.seq = self._seq
         self._push(item, item.level - 1)
+        self._arrivals.append(item)
 
     def _push(self, item: Pending, index: int) -> None:
         heapq.heappush(self._levels[index].heap, (item.due(), item.seq, item))
+        item.queued = True
         self.count += 1
         self.samples += item.samples
 
@@ -77,6 +82,13 @@ class RequestQueue:
             if lv.heap:
                 return lv.heap[0][2]
         return None
+
+    def oldest(self) -> Pending | None:
+        """The queued request that arrived first (the batching delay counts from it)."""
+        arrivals = self._arrivals
+        while arrivals and not arrivals[0].queued:
+            arrivals.popleft()
+        return arrivals[0] if arrivals else None
 
     def take(
         self, max_samples: int, max_requests: int, now: float, horizon: Callable[[int], float]
@@ -98,6 +110,7 @@ class RequestQueue:
             heap = lv.heap
             while heap and total < max_samples and len(batch) < max_requests and scanned < 4 * max_samples + 16:
                 item = heapq.heappop(heap)[2]
+                item.queued = False
                 self.count -= 1
                 self.samples -= item.samples
                 scanned += 1
@@ -131,5 +144,8 @@ class RequestQueue:
         out = [entry[2] for lv in self._levels for entry in lv.heap]
         for lv in self._levels:
             lv.heap.clear()
+        for item in out:
+            item.queued = False
+        self._arrivals.clear()
         self.count = self.samples = 0
         return out

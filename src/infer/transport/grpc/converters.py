@@ -37,7 +37,12 @@ _CONTENTS: dict[DataType, str] = {
     DataType.FP64: "fp64_contents",
     DataType.BYTES: "bytes_contents",
 }
-_NARROW = frozenset({DataType.INT8, DataType.INT16, DataType.UINT8, DataType.UINT16})
+# datatypes narrower than their contents field (int_contents/uint_contents: 32 bits), with their range
+_NARROW: dict[DataType, tuple[int, int]] = {
+    dt: (int(np.iinfo(t).min), int(np.iinfo(t).max))
+    for dt, t in ((DataType.INT8, np.int8), (DataType.INT16, np.int16), (DataType.UINT8, np.uint8),
+                  (DataType.UINT16, np.uint16))
+}
 
 
 def params_from_pb(params: Any) -> dict[str, ParamValue]:
@@ -62,13 +67,11 @@ def _typed(name: str, dt: DataType, shape: list[int], contents: Any) -> Tensor:
     if dt is DataType.BYTES:
         arr = np.empty(count, dtype=object)
         arr[:] = list(values)
-    elif dt in _NARROW:  # int_contents/uint_contents hold 32 bits: numpy would wrap what does not fit
+    elif dt in _NARROW:  # numpy would silently wrap a value that does not fit
         arr = np.array(values, dtype=np.int64)
-        info = np.iinfo(dt.numpy)
-        if arr.size and (arr.min() < info.min or arr.max() > info.max):
-            raise InvalidArgument(
-                f"input '{name}': a value of contents.{field} does not fit {dt.value} ({info.min}..{info.max})"
-            )
+        lo, hi = _NARROW[dt]
+        if arr.size and (arr.min() < lo or arr.max() > hi):
+            raise InvalidArgument(f"input '{name}': a value of contents.{field} does not fit {dt.value} ({lo}..{hi})")
         arr = arr.astype(dt.numpy)
     else:
         arr = np.array(values, dtype=dt.numpy)

@@ -96,12 +96,14 @@ def check_target(target: str, allow_remote: bool) -> None:
         raise SystemExit(f"loadgen: {target} is not a loopback address; pass --allow-remote to load it anyway")
 
 
-def build_request(target: str, model: str, batch: int, seed: int = 0) -> bytes:
+def build_request(target: str, model: str, batch: int, seed: int = 0, timeout_us: int = 0) -> bytes:
     """A ModelInferRequest with random inputs shaped from the model's metadata (-1 dims -> batch, then 1)."""
     with grpc.insecure_channel(target) as ch:
         md = pb_grpc.GRPCInferenceServiceStub(ch).ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=10)
     rng = np.random.default_rng(seed)
     req = pb.ModelInferRequest(model_name=model)
+    if timeout_us:
+        req.parameters["timeout"].int64_param = timeout_us
     for t in md.inputs:
         shape = [batch if (j == 0 and d < 0) else (1 if d < 0 else d) for j, d in enumerate(t.shape)]
         if t.datatype not in _NP:
@@ -275,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="127.0.0.1:8001")
     p.add_argument("--model", required=True)
     p.add_argument("--batch", type=int, default=1, help="samples per request")
+    p.add_argument("--timeout-us", type=int, default=0, help="send Triton's `timeout` parameter (microseconds)")
     p.add_argument("--concurrency", type=int, nargs="*", default=[], help="closed-loop points")
     p.add_argument("--rate", type=float, nargs="*", default=[], help="open-loop points (requests/s, Poisson)")
     p.add_argument("--backend", choices=["python", "h2load"], default="python")
@@ -289,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     check_target(a.target, a.allow_remote)
     if not a.concurrency and not a.rate:
         a.concurrency = [1]
-    payload = build_request(a.target, a.model, a.batch)
+    payload = build_request(a.target, a.model, a.batch, timeout_us=a.timeout_us)
     verify(a.target, payload)
     results = []
     for _ in range(a.repeat):

@@ -114,6 +114,7 @@ class BatchScheduler:
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
         self._pump_soon = False
+        self._deadline_aware = cfg.parameter("infer.deadline_aware", "true").lower() != "false"
         self._inline_s = float(cfg.parameter("infer.inline_max_us", "100") or 0) / 1e6
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -222,7 +223,7 @@ class BatchScheduler:
         return min(5.0, max(0.001, per_batch * batches / self._instances))
 
     def _horizon(self, size: int) -> float:
-        return self.latency.predict(size)
+        return self.latency.predict(size) if self._deadline_aware else 0.0
 
     def _ready(self, now: float) -> bool:
         if self._max_requests == 1 or self._busy == 0 or self._queue.samples >= self._preferred:

@@ -54,16 +54,27 @@ def _wait_file(path: Path, proc: subprocess.Popen[Any], timeout: float = 120) ->
     raise TimeoutError(str(proc.args))
 
 
-def start_infer(repo: Path, out: Path, extra: list[str]) -> tuple[subprocess.Popen[Any], str]:
-    ports = out / "infer-ports.json"
+def start_infer(repo: Path, out: Path, extra: list[str], port: int = 0,
+                tag: str = "") -> tuple[subprocess.Popen[Any], str]:
+    ports = out / f"infer-ports{tag}.json"
     ports.unlink(missing_ok=True)
-    log = (out / "infer.log").open("w")
+    log = (out / f"infer{tag}.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "infer.cli", "serve", "--model-repository", str(repo),
-                             "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "-1",
+                             "--host", "127.0.0.1", "--grpc-port", str(port), "--metrics-port", "-1",
                              "--port-file", str(ports), "--log-level", "warning", *extra],
                             stdout=log, stderr=subprocess.STDOUT)
-    port = json.loads(_wait_file(ports, proc))["grpc"]
-    return proc, f"127.0.0.1:{port}"
+    bound = json.loads(_wait_file(ports, proc))["grpc"]
+    return proc, f"127.0.0.1:{bound}"
+
+
+def start_infer_group(repo: Path, out: Path, extra: list[str], n: int) -> tuple[list[subprocess.Popen[Any]], str]:
+    """n server processes sharing one port with SO_REUSEPORT (the kernel spreads connections)."""
+    port = free_port()
+    procs = []
+    for i in range(n):
+        proc, target = start_infer(repo, out, [*extra, "--reuse-port"], port=port, tag=f"-{i}")
+        procs.append(proc)
+    return procs, target
 
 
 def start_echo(model: str, inputs: str, out: Path) -> tuple[subprocess.Popen[Any], str]:
@@ -83,7 +94,8 @@ def stop(proc: subprocess.Popen[Any]) -> None:
         proc.wait()
 
 
-def measure_server(label: str, target: str, model: str, args: argparse.Namespace) -> list[loadgen.Result]:
+def measure_server(label: str, target: str, model: str, args: argparse.Namespace,
+                   connections: int = 1) -> list[loadgen.Result]:
     payload = loadgen.build_request(target, model, 1)
     loadgen.verify(target, payload)
     results = []
@@ -91,7 +103,8 @@ def measure_server(label: str, target: str, model: str, args: argparse.Namespace
         for rep in range(args.repeat):
             for c in CONCURRENCY[model]:
                 r = loadgen.run_point(target, model, payload, backend=backend, concurrency=c,
-                                      seconds=args.duration, warmup=args.warmup, label=label)
+                                      seconds=args.duration, warmup=args.warmup, label=label,
+                                      connections=connections)
                 r.label = f"{label}#{rep + 1}"
                 print(r.summary(), flush=True)
                 results.append(r)
@@ -138,6 +151,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results += measure_server("infer", target, model, args)
     finally:
         stop(proc)
+    if args.processes > 1:
+        procs, target = start_infer_group(repo, out, args.infer_args, args.processes)
+        try:
+            for model in args.models:
+                results += measure_server(f"infer-x{args.processes}", target, model, args, connections=args.processes)
+        finally:
+            for proc in procs:
+                stop(proc)
     if not args.skip_mlserver:
         results += run_mlserver(repo, out, args)
     report["results"] = [asdict(r) for r in results]
@@ -231,6 +252,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--backend", nargs="+", default=["python"], choices=["python", "h2load"])
     p.add_argument("--skip-mlserver", action="store_true")
+    p.add_argument("--processes", type=int, default=1, help="also measure N infer processes sharing the port")
     p.add_argument("--infer-args", nargs=argparse.REMAINDER, default=[], help="extra flags for infer serve")
     run(p.parse_args())
 

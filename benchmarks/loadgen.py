@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -120,41 +121,50 @@ def _channel(target: str) -> grpc.aio.Channel:
 
 
 async def closed_loop(target: str, payload: bytes, concurrency: int, seconds: float, warmup: float,
-                      max_requests: int) -> tuple[list[float], Counter[str], float]:
-    async with _channel(target) as ch:
-        call = ch.unary_unary(METHOD)
-        latencies: list[float] = []
-        errors: Counter[str] = Counter()
-        state = {"measure": False, "stop": False, "count": 0}
+                      max_requests: int, connections: int = 1) -> tuple[list[float], Counter[str], float]:
+    channels = [_channel(target) for _ in range(connections)]
+    try:
+        return await _closed(channels, payload, concurrency, seconds, warmup, max_requests)
+    finally:
+        for ch in channels:
+            await ch.close()
 
-        async def worker() -> None:
-            perf = time.perf_counter
-            while not state["stop"]:
-                t0 = perf()
-                try:
-                    await call(payload, timeout=30)
-                except grpc.aio.AioRpcError as e:
-                    if state["measure"]:
-                        errors[e.code().name] += 1
-                    continue
+
+async def _closed(channels: list[grpc.aio.Channel], payload: bytes, concurrency: int, seconds: float,
+                  warmup: float, max_requests: int) -> tuple[list[float], Counter[str], float]:
+    calls = [ch.unary_unary(METHOD) for ch in channels]
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    state = {"measure": False, "stop": False, "count": 0}
+
+    async def worker(call: Any) -> None:
+        perf = time.perf_counter
+        while not state["stop"]:
+            t0 = perf()
+            try:
+                await call(payload, timeout=30)
+            except grpc.aio.AioRpcError as e:
                 if state["measure"]:
-                    latencies.append(perf() - t0)
-                    state["count"] += 1
-                    if state["count"] >= max_requests:
-                        state["stop"] = True
+                    errors[e.code().name] += 1
+                continue
+            if state["measure"]:
+                latencies.append(perf() - t0)
+                state["count"] += 1
+                if state["count"] >= max_requests:
+                    state["stop"] = True
 
-        tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        await asyncio.sleep(warmup)
-        state["measure"] = True
-        t0 = time.perf_counter()
-        end = t0 + seconds
-        while not state["stop"] and time.perf_counter() < end:
-            await asyncio.sleep(0.05)
-        state["stop"] = True
-        elapsed = time.perf_counter() - t0
-        state["measure"] = False
-        await asyncio.gather(*tasks)
-        return latencies, errors, elapsed
+    tasks = [asyncio.create_task(worker(calls[i % len(calls)])) for i in range(concurrency)]
+    await asyncio.sleep(warmup)
+    state["measure"] = True
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    while not state["stop"] and time.perf_counter() < end:
+        await asyncio.sleep(0.05)
+    state["stop"] = True
+    elapsed = time.perf_counter() - t0
+    state["measure"] = False
+    await asyncio.gather(*tasks)
+    return latencies, errors, elapsed
 
 
 async def open_loop(target: str, payload: bytes, rate: float, seconds: float, warmup: float,
@@ -201,7 +211,7 @@ async def open_loop(target: str, payload: bytes, rate: float, seconds: float, wa
 
 
 def h2load_run(target: str, payload: bytes, concurrency: int, seconds: float, warmup: float,
-               max_requests: int) -> tuple[np.ndarray, Counter[str], float]:
+               max_requests: int, connections: int = 1) -> tuple[np.ndarray, Counter[str], float]:
     exe = shutil.which("h2load")
     if exe is None:
         raise SystemExit("loadgen: h2load not found (apt-get install nghttp2-client)")
@@ -209,9 +219,9 @@ def h2load_run(target: str, payload: bytes, concurrency: int, seconds: float, wa
         frame = Path(tmp, "frame.bin")
         frame.write_bytes(struct.pack(">BI", 0, len(payload)) + payload)
         log = Path(tmp, "log.tsv")
-        cmd = [exe, "-c", "1", "-m", str(concurrency), "-t", "1", "-d", str(frame),
+        cmd = [exe, "-c", str(connections), "-m", str(max(1, concurrency // connections)), "-t", "1", "-d", str(frame),
                "-H", "content-type: application/grpc", "-H", "te: trailers",
-               "--duration", str(seconds), "--warm-up-time", str(warmup), "--log-file", str(log),
+               "--duration", f"{seconds:g}", "--warm-up-time", f"{warmup:g}", "--log-file", str(log),
                f"http://{target}{METHOD}"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + warmup + 60)
         if out.returncode != 0:
@@ -233,7 +243,7 @@ def verify(target: str, payload: bytes) -> None:
 
 def run_point(target: str, model: str, payload: bytes, *, backend: str, concurrency: int = 0, rate: float = 0.0,
               batch: int = 1, seconds: float = 5.0, warmup: float = 1.0, max_requests: int = 1_000_000,
-              label: str = "") -> Result:
+              label: str = "", connections: int = 1) -> Result:
     seconds = min(seconds, MAX_SECONDS)
     max_requests = min(max_requests, MAX_REQUESTS)
     mode = "open" if rate else "closed"
@@ -241,11 +251,12 @@ def run_point(target: str, model: str, payload: bytes, *, backend: str, concurre
     if backend == "h2load":
         if rate:
             raise SystemExit("loadgen: the h2load backend runs closed loop only")
-        lat, errors, elapsed = h2load_run(target, payload, concurrency, seconds, warmup, max_requests)
+        lat, errors, elapsed = h2load_run(target, payload, concurrency, seconds, warmup, max_requests, connections)
     elif rate:
         lat, errors, elapsed = asyncio.run(open_loop(target, payload, rate, seconds, warmup, max_requests))
     else:
-        lat, errors, elapsed = asyncio.run(closed_loop(target, payload, concurrency, seconds, warmup, max_requests))
+        lat, errors, elapsed = asyncio.run(
+            closed_loop(target, payload, concurrency, seconds, warmup, max_requests, connections))
     res.errors = dict(errors)
     return _finish(res, lat, elapsed)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -79,6 +80,10 @@ class App:
             await registry.load_all()
         else:
             await registry.load_all(cfg.load_models)
+        # Everything allocated so far (modules, sessions, configs) lives as long as the process:
+        # keep it out of the collector's full passes, which otherwise stall the loop for tens of ms.
+        gc.collect()
+        gc.freeze()
         dp.started = True
         await self.health.refresh()
         self._health_task = asyncio.create_task(self._refresh_health())

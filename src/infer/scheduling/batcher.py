@@ -15,7 +15,7 @@ Policy, all on the event loop with no locks:
   latency curve learnt while serving) is answered DEADLINE_EXCEEDED without being computed;
 * concatenation, execution and the split of outputs run in the instance's worker thread: one
   copy into the batch, the outputs handed back as views. A batch the latency curve predicts to
-  take under ``infer.inline_max_us`` (config parameter, default 100 us; 0 disables) runs on the
+  take under ``infer.inline_max_us`` (config parameter, default 250 us; 0 disables) runs on the
   event loop instead, because handing it to a thread and back costs the loop more than that.
 Every request that leaves the queue ends with a result or an error (try/finally around each
 batch; cancelled callers are skipped; only futures not yet done are resolved).
@@ -57,15 +57,34 @@ Outputs = dict[str, Array]
 
 
 class LatencyCurve:
-    """Execution time per batch size, learnt as an exponential moving average."""
+    """Execution time per batch size, learnt as an exponential moving average.
 
-    def __init__(self, alpha: float = 0.2) -> None:
-        self._alpha = alpha
+    ``alpha_up`` < ``alpha_down`` makes it follow the fast runs and shrug off stalls (a page
+    fault, a busy neighbour): one slow run moves the estimate by at most ``alpha_up`` of the way
+    to twice its value.
+    """
+
+    def __init__(self, alpha: float = 0.2, alpha_up: float | None = None) -> None:
+        self._down = alpha
+        self._up = alpha if alpha_up is None else alpha_up
+        self._robust = alpha_up is not None
         self._by_size: dict[int, float] = {}
 
     def observe(self, size: int, seconds: float) -> None:
         old = self._by_size.get(size)
-        self._by_size[size] = seconds if old is None else old + self._alpha * (seconds - old)
+        if old is None:
+            self._by_size[size] = seconds
+        elif seconds <= old:
+            self._by_size[size] = old + self._down * (seconds - old)
+        else:
+            target = min(seconds, 2 * old) if self._robust else seconds
+            self._by_size[size] = old + self._up * (target - old)
+
+    def lower(self, size: int, seconds: float) -> None:
+        """Take a measurement only as an upper bound (thread timings include GIL waits)."""
+        old = self._by_size.get(size)
+        if old is None or seconds < old:
+            self.observe(size, seconds)
 
     def predict(self, size: int) -> float:
         """Predicted seconds for a batch of ``size``; 0 before anything was seen."""
@@ -115,15 +134,19 @@ class BatchScheduler:
         self._timer: asyncio.TimerHandle | None = None
         self._pump_soon = False
         self._deadline_aware = cfg.parameter("infer.deadline_aware", "true").lower() != "false"
-        self._inline_s = float(cfg.parameter("infer.inline_max_us", "100") or 0) / 1e6
+        self._inline_s = float(cfg.parameter("infer.inline_max_us", "250") or 0) / 1e6
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.latency = LatencyCurve()
         # gauges read at scrape time: nothing to keep in step on the hot path
-        metrics.queued.set_function(lambda: self._queue.count)
-        metrics.inflight.set_function(lambda: self.in_flight)
+        metrics.queued = lambda: self._queue.count
+        metrics.inflight = lambda: self.in_flight
+        # Uncontended compute time, from warm-up and inline runs only: time measured in a worker
+        # thread includes waiting for the GIL and would keep a cheap model off the loop forever.
+        self._cost = LatencyCurve(alpha=0.5, alpha_up=0.05)
         if version.warmup_s > 0:
             self.latency.observe(1, version.warmup_s)
+            self._cost.observe(1, version.warmup_s)
 
     # ---- the interface -------------------------------------------------------------------
 
@@ -150,7 +173,7 @@ class BatchScheduler:
         level = self._level(priority)
         if self._queue.full(level):
             self._stats.rejected += 1
-            self._metrics.rejected.inc()
+            self._metrics.rejected += 1
             raise QueueFull(
                 f"model '{self.version.name}' queue is full ({self._queue.count} requests waiting)",
                 retry_after_s=self._retry_hint(),
@@ -279,12 +302,15 @@ class BatchScheduler:
         for p in batch:
             p.started = now
         assert self._loop is not None
-        if self._inline_s > 0 and 0 < self.latency.predict(sum(p.samples for p in batch)) < self._inline_s:
+        size = sum(p.samples for p in batch)
+        if self._inline_s > 0 and 0 < self._cost.predict(size) < self._inline_s:
             # A batch predicted to take less than handing it to a thread costs runs right here:
             # the thread round trip (wake-up, GIL hand-over, callback) would block the loop longer.
             done: asyncio.Future[Any] = self._loop.create_future()
             try:
-                done.set_result(self._compute(batch))
+                result = self._compute(batch)
+                self._cost.observe(size, result[3] / 1e9)
+                done.set_result(result)
             except Exception as e:
                 done.set_exception(e)
             self._finished(batch, done, pump=False)
@@ -348,6 +374,7 @@ class BatchScheduler:
                     p.future.set_exception(error)
             return
         self.latency.observe(total, infer_ns / 1e9)
+        self._cost.lower(total, infer_ns / 1e9)
         stats.record_batch(total, len(batch), in_ns, infer_ns, out_ns)
         stats.last_inference_ms = int(time.time() * 1000)
         m.batch(total, infer_ns / 1e9)
@@ -359,7 +386,7 @@ class BatchScheduler:
                 stats.cancelled += 1
                 continue
             stats.success.add(int((end - p.arrival) * 1e9))
-            m.success.inc()
+            m.success += 1
             m.request_duration.observe(end - p.arrival)
             p.future.set_result(out)
 

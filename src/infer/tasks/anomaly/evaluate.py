@@ -8,6 +8,8 @@ metrics are measured on the written ONNX file with onnxruntime (see :func:`build
 
 from __future__ import annotations
 
+__all__ = ["main"]
+
 import argparse
 import json
 import sys

@@ -32,6 +32,7 @@ import loadgen  # noqa: E402
 from models import build_dense  # noqa: E402
 
 CONCURRENCY = {"anomaly": [1, 32], "dense": [1, 64]}
+INPUTS = {"anomaly": "features:FP32:-1,16", "dense": "x:FP32:-1,256"}
 
 
 def build_repo(repo: Path) -> None:
@@ -96,7 +97,7 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 
 def measure_server(label: str, target: str, model: str, args: argparse.Namespace,
                    connections: int = 1) -> list[loadgen.Result]:
-    payload = loadgen.build_request(target, model, 1)
+    payload = loadgen.request_from_spec(model, [loadgen.parse_spec(INPUTS[model])])
     loadgen.verify(target, payload)
     results = []
     for backend in args.backend:
@@ -119,10 +120,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def mlserver_configs() -> list[tuple[str, dict[str, Any]]]:
+def mlserver_configs(model: str) -> list[tuple[str, dict[str, Any]]]:
+    """MLServer as shipped (one parallel worker, no batching) and at its best here (in-process, adaptive
+    batching on); ONNX Runtime threads as in infer's config for the same model."""
+    threads = {"anomaly": 1, "dense": 0}[model]
+    batch = {"anomaly": 32, "dense": 64}[model]
     return [
-        ("mlserver-default", {"parallel_workers": 1}),
-        ("mlserver-best", {"parallel_workers": 0, "max_batch_size": 32, "max_batch_time_s": 0.002}),
+        ("mlserver-default", {"parallel_workers": 1, "intra_op_threads": threads}),
+        ("mlserver-best", {"parallel_workers": 0, "max_batch_size": batch, "max_batch_time_s": 0.002,
+                           "intra_op_threads": threads}),
     ]
 
 
@@ -131,7 +137,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     repo = out / "repo"
     build_repo(repo)
-    inputs = {"anomaly": "features:FP32:-1,16", "dense": "x:FP32:-1,256"}
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
                               "command": " ".join(sys.argv), "ceiling": {}, "results": []}
     for model in args.models:
@@ -140,7 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(model, "in-process best", report["ceiling"][model]["best"], flush=True)
     results: list[loadgen.Result] = []
     for model in args.models:
-        proc, target = start_echo(model, inputs[model], out)
+        proc, target = start_echo(model, INPUTS[model], out)
         try:
             results += measure_server("echo", target, model, args)
         finally:
@@ -176,8 +181,8 @@ def run_mlserver(repo: Path, out: Path, args: argparse.Namespace) -> list[loadge
     subprocess.run(["bash", str(HERE / "peers" / "setup_mlserver.sh")], check=True)
 
     results: list[loadgen.Result] = []
-    for label, cfg in mlserver_configs():
-        for model in args.models:
+    for model in args.models:
+        for label, cfg in mlserver_configs(model):
             work = out / f"{label}-{model}"
             port = free_port()
             proc = start_mlserver(repo / model / "1" / "model.onnx", model, work, grpc_port=port,

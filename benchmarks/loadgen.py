@@ -101,18 +101,32 @@ def build_request(target: str, model: str, batch: int, seed: int = 0, timeout_us
     """A ModelInferRequest with random inputs shaped from the model's metadata (-1 dims -> batch, then 1)."""
     with grpc.insecure_channel(target) as ch:
         md = pb_grpc.GRPCInferenceServiceStub(ch).ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=10)
+    if not md.inputs:
+        raise SystemExit(f"loadgen: {target} lists no inputs for {model}; give them with --input name:DT:dims")
+    spec = [(t.name, t.datatype, list(t.shape)) for t in md.inputs]
+    return request_from_spec(model, spec, batch, seed, timeout_us)
+
+
+def request_from_spec(model: str, spec: list[tuple[str, str, list[int]]], batch: int = 1, seed: int = 0,
+                      timeout_us: int = 0) -> bytes:
+    """The same request bytes for every server under test: inputs (name, datatype, dims with -1)."""
     rng = np.random.default_rng(seed)
     req = pb.ModelInferRequest(model_name=model)
     if timeout_us:
         req.parameters["timeout"].int64_param = timeout_us
-    for t in md.inputs:
-        shape = [batch if (j == 0 and d < 0) else (1 if d < 0 else d) for j, d in enumerate(t.shape)]
-        if t.datatype not in _NP:
-            raise SystemExit(f"loadgen: input {t.name} has datatype {t.datatype}; only numeric inputs are generated")
-        arr = rng.standard_normal(shape).astype(_NP[t.datatype])
-        req.inputs.add(name=t.name, datatype=t.datatype, shape=shape)
+    for name, datatype, dims in spec:
+        shape = [batch if (j == 0 and d < 0) else (1 if d < 0 else d) for j, d in enumerate(dims)]
+        if datatype not in _NP:
+            raise SystemExit(f"loadgen: input {name} has datatype {datatype}; only numeric inputs are generated")
+        arr = rng.standard_normal(shape).astype(_NP[datatype])
+        req.inputs.add(name=name, datatype=datatype, shape=shape)
         req.raw_input_contents.append(np.ascontiguousarray(arr).tobytes())
     return req.SerializeToString()
+
+
+def parse_spec(text: str) -> tuple[str, str, list[int]]:
+    name, datatype, dims = text.split(":")
+    return name, datatype, [int(d) for d in dims.split(",")]
 
 
 def _channel(target: str) -> grpc.aio.Channel:
@@ -289,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--batch", type=int, default=1, help="samples per request")
     p.add_argument("--timeout-us", type=int, default=0, help="send Triton's `timeout` parameter (microseconds)")
+    p.add_argument("--input", action="append", default=[], help="name:DATATYPE:dims (-1 = batch) instead of metadata")
     p.add_argument("--concurrency", type=int, nargs="*", default=[], help="closed-loop points")
     p.add_argument("--rate", type=float, nargs="*", default=[], help="open-loop points (requests/s, Poisson)")
     p.add_argument("--backend", choices=["python", "h2load"], default="python")
@@ -303,7 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     check_target(a.target, a.allow_remote)
     if not a.concurrency and not a.rate:
         a.concurrency = [1]
-    payload = build_request(a.target, a.model, a.batch, timeout_us=a.timeout_us)
+    if a.input:
+        payload = request_from_spec(a.model, [parse_spec(t) for t in a.input], a.batch, timeout_us=a.timeout_us)
+    else:
+        payload = build_request(a.target, a.model, a.batch, timeout_us=a.timeout_us)
     verify(a.target, payload)
     results = []
     for _ in range(a.repeat):

@@ -70,6 +70,9 @@ class DataType(enum.Enum):
     @classmethod
     def parse(cls, name: str, field_name: str = "datatype") -> DataType:
         """Parse a V2 datatype name, raising InvalidArgument that names the field."""
+        found = _BY_NAME.get(name)
+        if found is not None:
+            return found
         try:
             return cls(name)
         except ValueError:
@@ -111,6 +114,7 @@ _NUMPY: Final[dict[DataType, np.dtype[np.generic]]] = {
     DataType.FP64: np.dtype("<f8"),
     DataType.BYTES: np.dtype(np.object_),
 }
+_BY_NAME: Final[dict[str, DataType]] = {d.value: d for d in DataType}
 _FROM_NUMPY: Final[dict[np.dtype[np.generic], DataType]] = {
     v: k for k, v in _NUMPY.items() if k is not DataType.BYTES
 }

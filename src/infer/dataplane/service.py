@@ -91,7 +91,7 @@ class DataPlane:
             lv.stats.fail.add(0)
             self.dispatcher.failure(lv, e)
             raise
-        outputs = await fut
+        outputs = fut.result() if fut.done() else await fut
         names = request.outputs or [t.name for t in lv.outputs]
         specs = {t.name: t for t in lv.outputs}
         return InferResponse(

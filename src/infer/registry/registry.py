@@ -70,6 +70,7 @@ class VersionListener(Protocol):
 @dataclass
 class _Model:
     versions: dict[int, LoadedVersion] = field(default_factory=dict)
+    newest: LoadedVersion | None = None  # the highest version number, checked for readiness per request
     failed: dict[int, str] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -103,6 +104,9 @@ class ModelRegistry:
                 raise NotFound(f"model '{name}' is not known")
             raise Unavailable(f"model '{name}' is not loaded")
         if not version:
+            newest = model.newest
+            if newest is not None and newest.ready:
+                return newest
             for v in sorted(model.versions, reverse=True):
                 lv = model.versions[v]
                 if lv.ready:
@@ -193,6 +197,7 @@ class ModelRegistry:
                 if v in old:
                     fresh[v] = old[v]
             model.versions = fresh
+            model.newest = fresh[max(fresh)]
             for lv in old.values():
                 if fresh.get(lv.version) is not lv:
                     await self._retire(lv)
@@ -204,6 +209,7 @@ class ModelRegistry:
             return
         async with model.lock:
             versions, model.versions = model.versions, {}
+            model.newest = None
             for lv in versions.values():
                 await self._retire(lv)
             model.failed = {}

@@ -201,7 +201,11 @@ class BatchScheduler:
                 delay_on_timeout=policy.timeout_action == "DELAY",
             )
         )
-        if not self._pump_soon:
+        if self._busy == 0 and self._queue.count == 1 and self._runs_inline(samples):
+            # Idle, alone and cheap: compute now, so the caller finds its future done and the
+            # handler never suspends (a suspension costs the gRPC server more than this model).
+            self._pump()
+        elif not self._pump_soon:
             # Pump once this loop iteration's other arrivals are queued too: they form one batch.
             self._pump_soon = True
             loop.call_soon(self._deferred_pump)
@@ -303,7 +307,7 @@ class BatchScheduler:
             p.started = now
         assert self._loop is not None
         size = sum(p.samples for p in batch)
-        if self._inline_s > 0 and 0 < self._cost.predict(size) < self._inline_s:
+        if self._runs_inline(size):
             # A batch predicted to take less than handing it to a thread costs runs right here:
             # the thread round trip (wake-up, GIL hand-over, callback) would block the loop longer.
             done: asyncio.Future[Any] = self._loop.create_future()
@@ -317,6 +321,9 @@ class BatchScheduler:
             return
         fut = self._loop.run_in_executor(self._executor, self._compute, batch)
         fut.add_done_callback(partial(self._finished, batch))
+
+    def _runs_inline(self, size: int) -> bool:
+        return self._inline_s > 0 and 0 < self._cost.predict(size) < self._inline_s
 
     def _compute(self, batch: list[Pending]) -> tuple[list[Outputs], int, int, int, int]:
         """Runs in a worker thread: concatenate, execute, split."""

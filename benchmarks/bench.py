@@ -139,6 +139,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     build_repo(repo)
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
                               "command": " ".join(sys.argv), "ceiling": {}, "results": []}
+    results: list[loadgen.Result] = [] if args.skip_baselines else baselines(repo, out, args, report)
+    if args.deadline_rates:
+        report["deadline"] = [asdict(r) for r in deadline_experiment(repo, out, args)]
+    report["results"] = [asdict(r) for r in results]
+    (out / "results.json").write_text(json.dumps(report, indent=1))
+    (out / "results.md").write_text(table(report))
+    if results:
+        loadgen.plot(results, out / "latency.png")
+    print(table(report))
+    return report
+
+
+def baselines(repo: Path, out: Path, args: argparse.Namespace, report: dict[str, Any]) -> list[loadgen.Result]:
     for model in args.models:
         report["ceiling"][model] = ceiling.measure(repo / model / "1" / "model.onnx", [1, 8, 16, 32, 64],
                                                    seconds=2.0)
@@ -166,12 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 stop(proc)
     if not args.skip_mlserver:
         results += run_mlserver(repo, out, args)
-    report["results"] = [asdict(r) for r in results]
-    (out / "results.json").write_text(json.dumps(report, indent=1))
-    (out / "results.md").write_text(table(report))
-    loadgen.plot(results, out / "latency.png")
-    print(table(report))
-    return report
+    return results
 
 
 def run_mlserver(repo: Path, out: Path, args: argparse.Namespace) -> list[loadgen.Result]:
@@ -192,6 +200,55 @@ def run_mlserver(repo: Path, out: Path, args: argparse.Namespace) -> list[loadge
             finally:
                 stop_mlserver(proc)
     return results
+
+
+def deadline_experiment(repo: Path, out: Path, args: argparse.Namespace) -> list[loadgen.Result]:
+    """Open-loop Poisson load, every request with a gRPC deadline: deadline-aware dropping on
+    (``dense``) vs off (``dense_unaware``, the same file)."""
+    from models import dense_config
+
+    drepo = out / "deadline-repo"
+    for name, extra in (("dense", ""), ("dense_unaware", 'parameters { key: "infer.deadline_aware" '
+                                                       'value: { string_value: "false" } }\n')):
+        (drepo / name).mkdir(parents=True, exist_ok=True)
+        link = drepo / name / "1"
+        if not link.exists():
+            link.symlink_to((repo / "dense" / "1").resolve())
+        (drepo / name / "config.pbtxt").write_text(dense_config(name, inputs=256) + extra)
+    proc, target = start_infer(drepo, out, args.infer_args, tag="-deadline")
+    results = []
+    try:
+        for rep in range(args.repeat):
+            for rate in args.deadline_rates:
+                for model in ("dense", "dense_unaware"):
+                    payload = loadgen.request_from_spec(model, [loadgen.parse_spec(INPUTS["dense"])])
+                    r = loadgen.run_point(target, model, payload, backend="python", rate=rate,
+                                          seconds=args.duration, warmup=args.warmup, label=f"deadline#{rep + 1}",
+                                          deadline_s=args.deadline_ms / 1000)
+                    r.deadline_ms = args.deadline_ms
+                    print(r.summary(), flush=True)
+                    results.append(r)
+    finally:
+        stop(proc)
+    return results
+
+
+def deadline_table(rows: list[dict[str, Any]], deadline_ms: int) -> str:
+    lines = ["", f"Deadline-aware batching (dense, open loop, every request with a {deadline_ms} ms gRPC deadline):",
+             "",
+             "| rate req/s | deadline-aware | good req/s (each run) | p50 ms | p99 ms | DEADLINE_EXCEEDED |",
+             "|---|---|---|---|---|---|"]
+    for rate in sorted({r["rate"] for r in rows}):
+        for model in ("dense", "dense_unaware"):
+            rs = [r for r in rows if r["rate"] == rate and r["model"] == model]
+            if not rs:
+                continue
+            each = " / ".join(f"{r['throughput']:,.0f}" for r in rs)
+            expired = " / ".join(str(r["errors"].get("DEADLINE_EXCEEDED", 0)) for r in rs)
+            lines.append(f"| {rate:,.0f} | {'on' if model == 'dense' else 'off'} | {each} | "
+                         f"{np.mean([r['p50_ms'] for r in rs]):.1f} | {np.mean([r['p99_ms'] for r in rs]):.1f} | "
+                         f"{expired} |")
+    return "\n".join(lines) + "\n"
 
 
 def machine() -> str:
@@ -225,6 +282,8 @@ def table(report: dict[str, Any]) -> str:
     for model, c in report["ceiling"].items():
         best = c["best"]
         lines.append(f"| {model} | {c['batch1_ms']:.3f} | {best['batch']} | {best['samples_per_s']:,.0f} |")
+    if report.get("deadline"):
+        lines.append(deadline_table(report["deadline"], report["deadline"][0]["deadline_ms"]))
     lines += ["", "Ratios (means of the runs above):", ""]
     for model in report["ceiling"]:
         for backend in sorted({k[2] for k in keys}):
@@ -258,6 +317,9 @@ def main() -> None:
     p.add_argument("--backend", nargs="+", default=["python"], choices=["python", "h2load"])
     p.add_argument("--skip-mlserver", action="store_true")
     p.add_argument("--processes", type=int, default=1, help="also measure N infer processes sharing the port")
+    p.add_argument("--deadline-rates", type=float, nargs="*", default=[], help="open-loop rates for the deadline run")
+    p.add_argument("--deadline-ms", type=int, default=100)
+    p.add_argument("--skip-baselines", action="store_true", help="only the deadline experiment")
     p.add_argument("--infer-args", nargs=argparse.REMAINDER, default=[], help="extra flags for infer serve")
     run(p.parse_args())
 

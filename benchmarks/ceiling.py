@@ -25,7 +25,6 @@ def session(path: Path, threads: int = 0) -> Any:
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
 
 

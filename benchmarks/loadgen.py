@@ -68,6 +68,7 @@ class Result:
     p999_ms: float = math.nan
     mean_ms: float = math.nan
     label: str = ""
+    deadline_ms: int = 0
 
     def summary(self) -> str:
         load = f"c={self.concurrency}" if self.mode == "closed" else f"rate={self.rate:g}/s"
@@ -181,8 +182,8 @@ async def _closed(channels: list[grpc.aio.Channel], payload: bytes, concurrency:
     return latencies, errors, elapsed
 
 
-async def open_loop(target: str, payload: bytes, rate: float, seconds: float, warmup: float,
-                    max_requests: int, seed: int = 0) -> tuple[list[float], Counter[str], float]:
+async def open_loop(target: str, payload: bytes, rate: float, seconds: float, warmup: float, max_requests: int,
+                    seed: int = 0, deadline_s: float = 30.0) -> tuple[list[float], Counter[str], float]:
     """Poisson arrivals; latency measured from each request's scheduled time (no coordinated omission)."""
     async with _channel(target) as ch:
         call = ch.unary_unary(METHOD)
@@ -197,7 +198,7 @@ async def open_loop(target: str, payload: bytes, rate: float, seconds: float, wa
 
         async def one(scheduled: float) -> None:
             try:
-                await call(payload, timeout=30)
+                await call(payload, timeout=deadline_s)
             except grpc.aio.AioRpcError as e:
                 if scheduled >= measure_from:
                     errors[e.code().name] += 1
@@ -257,17 +258,19 @@ def verify(target: str, payload: bytes) -> None:
 
 def run_point(target: str, model: str, payload: bytes, *, backend: str, concurrency: int = 0, rate: float = 0.0,
               batch: int = 1, seconds: float = 5.0, warmup: float = 1.0, max_requests: int = 1_000_000,
-              label: str = "", connections: int = 1) -> Result:
+              label: str = "", connections: int = 1, deadline_s: float = 30.0) -> Result:
     seconds = min(seconds, MAX_SECONDS)
     max_requests = min(max_requests, MAX_REQUESTS)
     mode = "open" if rate else "closed"
     res = Result(target, model, backend, mode, concurrency, rate, batch, seconds, 0, label=label)
+    connections = max(1, min(connections, concurrency or connections))
     if backend == "h2load":
         if rate:
             raise SystemExit("loadgen: the h2load backend runs closed loop only")
         lat, errors, elapsed = h2load_run(target, payload, concurrency, seconds, warmup, max_requests, connections)
     elif rate:
-        lat, errors, elapsed = asyncio.run(open_loop(target, payload, rate, seconds, warmup, max_requests))
+        lat, errors, elapsed = asyncio.run(
+            open_loop(target, payload, rate, seconds, warmup, max_requests, deadline_s=deadline_s))
     else:
         lat, errors, elapsed = asyncio.run(
             closed_loop(target, payload, concurrency, seconds, warmup, max_requests, connections))

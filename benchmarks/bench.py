@@ -292,9 +292,9 @@ def table(report: dict[str, Any]) -> str:
             echo = agg.get((model, "echo", backend, hi))
             best = agg.get((model, "mlserver-best", backend, hi))
             c1i, c1e = agg.get((model, "infer", backend, 1)), agg.get((model, "echo", backend, 1))
-            if inf and echo:
+            if inf and echo and model == "anomaly":
                 lines.append(f"- {model} ({backend}) c={hi}: infer / transport ceiling = {inf[0] / echo[0]:.2f}")
-            if inf:
+            if inf and model == "dense":
                 ceil = report["ceiling"][model]["best"]["samples_per_s"]
                 lines.append(f"- {model} ({backend}) c={hi}: infer / in-process compute ceiling = {inf[0] / ceil:.2f}")
             if inf and best:

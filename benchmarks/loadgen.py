@@ -279,25 +279,31 @@ def run_point(target: str, model: str, payload: bytes, *, backend: str, concurre
 
 
 def plot(results: list[Result], path: Path) -> None:
+    """p99 latency against throughput, one panel per model, one line per server and client."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    groups: dict[str, list[Result]] = {}
-    for r in results:
-        groups.setdefault(f"{r.label or r.target} {r.model} ({r.backend})", []).append(r)
-    for name, rs in groups.items():
-        rs = sorted(rs, key=lambda r: r.throughput)
-        ax.plot([r.throughput for r in rs], [r.p99_ms for r in rs], marker="o", label=name)
-    ax.set_xlabel("throughput (requests/s)")
-    ax.set_ylabel("p99 latency (ms)")
-    ax.set_yscale("log")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    models = sorted({r.model for r in results})
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.8), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        groups: dict[str, list[Result]] = {}
+        for r in results:
+            if r.model == model:
+                groups.setdefault(f"{(r.label or r.target).split('#')[0]} ({r.backend})", []).append(r)
+        for name, rs in sorted(groups.items()):
+            rs = sorted(rs, key=lambda r: (r.concurrency, r.rate, r.throughput))
+            style = "--" if name.endswith("(python)") else "-"
+            ax.plot([r.throughput for r in rs], [r.p99_ms for r in rs], style, marker="o", label=name)
+        ax.set_title(model)
+        ax.set_xlabel("throughput (requests/s)")
+        ax.set_ylabel("p99 latency (ms)")
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

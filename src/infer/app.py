@@ -68,14 +68,20 @@ class App:
         self._server = build_server(
             dp, self.health, max_message_bytes=cfg.max_message_bytes, reuse_port=cfg.reuse_port
         )
-        self.grpc_port = self._server.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+        try:
+            self.grpc_port = self._server.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+        except RuntimeError:
+            self.grpc_port = 0
         if self.grpc_port == 0:
-            raise InferError(f"cannot bind gRPC port {cfg.host}:{cfg.grpc_port}")
+            raise InferError(f"cannot bind gRPC port {cfg.host}:{cfg.grpc_port} (already in use?)")
         await self._server.start()
         await self.health.refresh()
         if cfg.metrics_port >= 0:
             self._metrics_server = MetricsServer(self.metrics.registry, dp.live, dp.ready)
-            self.metrics_port = await self._metrics_server.start(cfg.host, cfg.metrics_port)
+            try:
+                self.metrics_port = await self._metrics_server.start(cfg.host, cfg.metrics_port)
+            except OSError as e:
+                raise InferError(f"cannot bind metrics port {cfg.host}:{cfg.metrics_port}: {e.strerror}") from None
         if cfg.model_control_mode == "none":
             await registry.load_all()
         else:

@@ -16,7 +16,9 @@ Policy, all on the event loop with no locks:
 * concatenation, execution and the split of outputs run in the instance's worker thread: one
   copy into the batch, the outputs handed back as views. A batch the latency curve predicts to
   take under ``infer.inline_max_us`` (config parameter, default 250 us; 0 disables) runs on the
-  event loop instead, because handing it to a thread and back costs the loop more than that.
+  event loop instead, because handing it to a thread and back costs the loop more than that;
+  such a request arriving at an idle scheduler is computed before ``enqueue`` returns, so its
+  caller finds the future done and never suspends.
 Every request that leaves the queue ends with a result or an error (try/finally around each
 batch; cancelled callers are skipped; only futures not yet done are resolved).
 """

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -142,6 +143,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: list[loadgen.Result] = [] if args.skip_baselines else baselines(repo, out, args, report)
     if args.deadline_rates:
         report["deadline"] = [asdict(r) for r in deadline_experiment(repo, out, args)]
+    if args.overload:
+        report["overload"] = overload_experiment(repo, out, args)
     report["results"] = [asdict(r) for r in results]
     (out / "results.json").write_text(json.dumps(report, indent=1))
     (out / "results.md").write_text(table(report))
@@ -233,6 +236,77 @@ def deadline_experiment(repo: Path, out: Path, args: argparse.Namespace) -> list
     return results
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def overload_experiment(repo: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Ten times the load the server can serve, then normal load again: what is refused, what the
+    accepted requests' latency does, and the server's memory (RSS sampled every 100 ms)."""
+    import threading
+
+    orepo = out / "overload-repo"
+    (orepo / "slow").mkdir(parents=True, exist_ok=True)
+    link = orepo / "slow" / "1"
+    if not link.exists():
+        link.symlink_to((repo / "dense" / "1").resolve())
+    (orepo / "slow" / "config.pbtxt").write_text(
+        'name: "slow"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 1\n'
+        'input [ { name: "x" data_type: TYPE_FP32 dims: [ 256 ] } ]\n'
+        'output [ { name: "y" data_type: TYPE_FP32 dims: [ 16 ] } ]\n'
+        f"dynamic_batching {{ default_queue_policy {{ max_queue_size: {args.overload_queue} }} }}\n"
+        'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }\n')
+    proc, target = start_infer(orepo, out, [*args.infer_args, "--max-concurrent-rpcs", str(args.overload_max_rpcs)],
+                               tag="-overload")
+    payload = loadgen.request_from_spec("slow", [loadgen.parse_spec(INPUTS["dense"])])
+    report: dict[str, Any] = {"phases": [], "max_rpcs": args.overload_max_rpcs, "queue": args.overload_queue}
+    try:
+        cap = loadgen.run_point(target, "slow", payload, backend="python", concurrency=8, seconds=args.duration,
+                                warmup=args.warmup).throughput
+        report["capacity"] = cap
+        report["rss_idle_mb"] = _rss_mb(proc.pid)
+        for name, mult in (("at capacity", 1.0), ("10x capacity", 10.0), ("right after", 1.0)):
+            samples: list[float] = []
+            stop_evt = threading.Event()
+
+            def sample(samples: list[float] = samples, stop_evt: threading.Event = stop_evt) -> None:
+                while not stop_evt.is_set():
+                    samples.append(_rss_mb(proc.pid))
+                    time.sleep(0.1)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            r = loadgen.run_point(target, "slow", payload, backend="python", rate=cap * mult, seconds=args.duration,
+                                  warmup=0.5)
+            stop_evt.set()
+            sampler.join()
+            row = {"phase": name, "rate": cap * mult, **asdict(r), "rss_max_mb": max(samples)}
+            print(f"overload {name}: {r.summary()} rss max {row['rss_max_mb']:.0f} MB", flush=True)
+            report["phases"].append(row)
+        report["rss_end_mb"] = _rss_mb(proc.pid)
+    finally:
+        stop(proc)
+    return report
+
+
+def overload_table(o: dict[str, Any]) -> str:
+    lines = ["", f"Overload (model `slow`: the dense MLP unbatched on one thread, capacity {o['capacity']:,.0f} req/s; "
+             f"queue bound {o['queue']}, --max-concurrent-rpcs {o['max_rpcs']}; "
+             f"server RSS idle {o['rss_idle_mb']:.0f} MB, after {o['rss_end_mb']:.0f} MB):", "",
+             "| phase | offered req/s | answered req/s | p50 ms | p99 ms | refused (RESOURCE_EXHAUSTED) | other errors "
+             "| max RSS MB |", "|---|---|---|---|---|---|---|---|"]
+    for p in o["phases"]:
+        errors = dict(p["errors"])
+        refused = errors.pop("RESOURCE_EXHAUSTED", 0)
+        lines.append(f"| {p['phase']} | {p['rate']:,.0f} | {p['throughput']:,.0f} | {p['p50_ms']:.1f} | "
+                     f"{p['p99_ms']:.1f} | {refused:,} | {sum(errors.values()):,} {errors or ''} | "
+                     f"{p['rss_max_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def deadline_table(rows: list[dict[str, Any]], deadline_ms: int) -> str:
     lines = ["", f"Deadline-aware batching (dense, open loop, every request with a {deadline_ms} ms gRPC deadline):",
              "",
@@ -284,6 +358,8 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"| {model} | {c['batch1_ms']:.3f} | {best['batch']} | {best['samples_per_s']:,.0f} |")
     if report.get("deadline"):
         lines.append(deadline_table(report["deadline"], report["deadline"][0]["deadline_ms"]))
+    if report.get("overload"):
+        lines.append(overload_table(report["overload"]))
     lines += ["", "Ratios (means of the runs above):", ""]
     for model in report["ceiling"]:
         for backend in sorted({k[2] for k in keys}):
@@ -319,7 +395,10 @@ def main() -> None:
     p.add_argument("--processes", type=int, default=1, help="also measure N infer processes sharing the port")
     p.add_argument("--deadline-rates", type=float, nargs="*", default=[], help="open-loop rates for the deadline run")
     p.add_argument("--deadline-ms", type=int, default=100)
-    p.add_argument("--skip-baselines", action="store_true", help="only the deadline experiment")
+    p.add_argument("--skip-baselines", action="store_true", help="only the deadline/overload experiments")
+    p.add_argument("--overload", action="store_true", help="run the 10x-capacity overload experiment")
+    p.add_argument("--overload-max-rpcs", type=int, default=256, help="infer's --max-concurrent-rpcs for it")
+    p.add_argument("--overload-queue", type=int, default=8, help="the model's max_queue_size for it")
     p.add_argument("--infer-args", nargs=argparse.REMAINDER, default=[], help="extra flags for infer serve")
     run(p.parse_args())
 

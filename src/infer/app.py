@@ -66,7 +66,8 @@ class App:
         dp = self.dataplane = DataPlane(registry, dispatcher, explicit=cfg.model_control_mode == "explicit")
         self.health = HealthPublisher(dp)
         self._server = build_server(
-            dp, self.health, max_message_bytes=cfg.max_message_bytes, reuse_port=cfg.reuse_port
+            dp, self.health, max_message_bytes=cfg.max_message_bytes, reuse_port=cfg.reuse_port,
+            max_concurrent_rpcs=cfg.max_concurrent_rpcs,
         )
         try:
             self.grpc_port = self._server.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")

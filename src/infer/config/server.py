@@ -32,6 +32,9 @@ class ServerConfig(BaseModel):
     max_queue_size: int = Field(
         4096, ge=1, description="Queue bound for models whose queue policy sets none (0 in config)."
     )
+    max_concurrent_rpcs: int = Field(
+        4096, ge=0, description="RPCs handled at once; past it gRPC answers RESOURCE_EXHAUSTED at once (0 = no cap)."
+    )
     max_message_bytes: int = Field(
         2**31 - 1, ge=1024, le=2**31 - 1, description="Largest gRPC message received or sent."
     )

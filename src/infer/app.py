@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 
 from infer.config.server import ServerConfig
+from infer.dataplane.cache import ResponseCache
 from infer.dataplane.service import DataPlane
 from infer.errors import InferError
 from infer.observability.http import MetricsServer
@@ -63,7 +64,11 @@ class App:
         )
         dispatcher = Dispatcher(self.metrics, default_queue_size=cfg.max_queue_size, drain_grace_s=cfg.shutdown_grace_s)
         registry.add_listener(dispatcher)
-        dp = self.dataplane = DataPlane(registry, dispatcher, explicit=cfg.model_control_mode == "explicit")
+        cache = ResponseCache(cfg.response_cache_bytes) if cfg.response_cache_bytes > 0 else None
+        dp = self.dataplane = DataPlane(
+            registry, dispatcher, explicit=cfg.model_control_mode == "explicit", cache=cache
+        )
+        registry.add_listener(dp)
         self.health = HealthPublisher(dp)
         self._server = build_server(
             dp, self.health, max_message_bytes=cfg.max_message_bytes, reuse_port=cfg.reuse_port,

@@ -34,6 +34,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--default-max-batch-size", type=int, default=64, help=doc("default_max_batch_size"))
     p.add_argument("--max-queue-size", type=int, default=4096, help=doc("max_queue_size"))
     p.add_argument("--max-concurrent-rpcs", type=int, default=4096, help=doc("max_concurrent_rpcs"))
+    p.add_argument("--response-cache-bytes", type=int, default=64 * 2**20, help=doc("response_cache_bytes"))
     p.add_argument("--max-message-bytes", type=int, default=2**31 - 1, help=doc("max_message_bytes"))
     p.add_argument("--intra-op-threads", type=int, default=0, help=doc("intra_op_threads"))
     p.add_argument("--inter-op-threads", type=int, default=0, help=doc("inter_op_threads"))

@@ -23,6 +23,7 @@ __all__ = [
     "ModelInput",
     "ModelOutput",
     "QueuePolicy",
+    "ResponseCache",
     "VersionPolicy",
     "format_validation_error",
 ]
@@ -161,6 +162,12 @@ class Optimization(_Strict):
     execution_accelerators: _Accelerators | None = None
 
 
+class ResponseCache(_Strict):
+    """Triton's per-model switch for the server's response cache."""
+
+    enable: bool = False
+
+
 class _Parameter(_Strict):
     string_value: str = ""
 
@@ -179,6 +186,7 @@ class ModelConfig(_Strict):
     dynamic_batching: DynamicBatching | None = None
     instance_group: list[InstanceGroup] = Field(default_factory=list)
     optimization: Optimization | None = None
+    response_cache: ResponseCache | None = None
     default_model_filename: str = ""
     parameters: dict[str, _Parameter] = Field(default_factory=dict)
 

@@ -35,6 +35,9 @@ class ServerConfig(BaseModel):
     max_concurrent_rpcs: int = Field(
         4096, ge=0, description="RPCs handled at once; past it gRPC answers RESOURCE_EXHAUSTED at once (0 = no cap)."
     )
+    response_cache_bytes: int = Field(
+        64 * 2**20, ge=0, description="Memory for cached responses of models with response_cache enabled (0 = off)."
+    )
     max_message_bytes: int = Field(
         2**31 - 1, ge=1024, le=2**31 - 1, description="Largest gRPC message received or sent."
     )

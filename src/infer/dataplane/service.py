@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from infer import __version__
 from infer.config.model import ModelConfig
 from infer.config.pbtxt import config_from_json
 from infer.core.stats import VersionStats
 from infer.core.types import InferRequest, InferResponse, Tensor, TensorSpec
+from infer.dataplane.cache import ResponseCache, cache_key
 from infer.dataplane.validate import reserved_parameters, validate_inputs, validate_outputs
 from infer.errors import InferError, NotFound, Unavailable
 from infer.registry.registry import IndexEntry, LoadedVersion, ModelRegistry
 from infer.scheduling.dispatch import Dispatcher
 
 __all__ = ["DataPlane", "ModelMetadata", "ServerMetadata"]
+
+Array = npt.NDArray[np.generic]
 
 EXTENSIONS = (
     "classification",
@@ -44,8 +51,16 @@ class ModelMetadata:
 
 
 class DataPlane:
-    def __init__(self, registry: ModelRegistry, dispatcher: Dispatcher, *, explicit: bool = False) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        dispatcher: Dispatcher,
+        *,
+        explicit: bool = False,
+        cache: ResponseCache | None = None,
+    ) -> None:
         self.registry = registry
+        self.cache = cache
         self.dispatcher = dispatcher
         self.explicit = explicit
         self.started = False
@@ -80,10 +95,22 @@ class DataPlane:
         if self.stopping:
             raise Unavailable("server is shutting down")
         lv = self.registry.get(request.model_name, request.model_version)
+        rc = lv.config.response_cache
+        cache = self.cache if rc is not None and rc.enable else None
+        key = b""
         try:
             inputs = validate_inputs(lv, request)
             validate_outputs(lv, request.outputs)
             priority, timeout_us = reserved_parameters(request.parameters)
+            if cache is not None:
+                t0 = time.perf_counter_ns()
+                key = cache_key(lv.serial, inputs)
+                hit = cache.get(key)
+                if hit is not None:
+                    ns = time.perf_counter_ns() - t0
+                    lv.stats.cache_hit.add(ns)
+                    lv.stats.success.add(ns)
+                    return self._response(lv, request, hit)
             lv.runtime.prepare(inputs)
             sched = self.dispatcher.scheduler(lv)
             fut = sched.enqueue(inputs, priority=priority, timeout_us=timeout_us, deadline=request.deadline)
@@ -92,6 +119,14 @@ class DataPlane:
             self.dispatcher.failure(lv, e)
             raise
         outputs = fut.result() if fut.done() else await fut
+        if cache is not None:
+            t1 = time.perf_counter_ns()
+            cache.put(key, lv.serial, outputs, float(lv.config.parameter("infer.cache_ttl_s", "60")))
+            lv.stats.cache_miss.add(time.perf_counter_ns() - t1)
+        return self._response(lv, request, outputs)
+
+    @staticmethod
+    def _response(lv: LoadedVersion, request: InferRequest, outputs: dict[str, Array]) -> InferResponse:
         names = request.outputs or [t.name for t in lv.outputs]
         specs = {t.name: t for t in lv.outputs}
         return InferResponse(
@@ -100,6 +135,18 @@ class DataPlane:
             id=request.id,
             outputs=[Tensor(n, specs[n].datatype, outputs[n]) for n in names],
         )
+
+    # ---- registry events (a VersionListener) ------------------------------------------------
+
+    async def version_ready(self, version: LoadedVersion) -> None:
+        pass
+
+    async def version_retiring(self, version: LoadedVersion) -> None:
+        if self.cache is not None:
+            self.cache.drop_version(version.serial)
+
+    def version_state(self, version: LoadedVersion) -> None:
+        pass
 
     # ---- statistics and repository -------------------------------------------------------
 

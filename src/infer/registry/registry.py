@@ -8,6 +8,7 @@ versions through :class:`VersionListener`, so this module never imports them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ from infer.runtimes.base import Runtime, RuntimeOptions, runtime_for
 __all__ = ["IndexEntry", "LoadedVersion", "ModelRegistry", "VersionListener"]
 
 log = logging.getLogger(__name__)
+_SERIALS = itertools.count(1)
 
 
 @dataclass(eq=False)
@@ -41,6 +43,7 @@ class LoadedVersion:
     lifecycle: VersionLifecycle = field(default_factory=VersionLifecycle)
     stats: VersionStats = field(default_factory=VersionStats)
     warmup_s: float = 0.0  # best batch-1 time seen at warm-up (seeds the scheduler's latency curve)
+    serial: int = field(default_factory=lambda: next(_SERIALS))  # unique per load, never reused
 
     @property
     def state(self) -> ModelState:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import grpc
 
+from infer.auth import AuditLog, TokenTable
 from infer.config.server import ServerConfig
 from infer.dataplane.cache import ResponseCache
 from infer.dataplane.service import DataPlane
@@ -27,6 +28,7 @@ from infer.registry.registry import ModelRegistry
 from infer.registry.repository import ModelRepository
 from infer.runtimes.base import RuntimeOptions
 from infer.scheduling.dispatch import Dispatcher
+from infer.transport.grpc.interceptors import AuthInterceptor
 from infer.transport.grpc.server import HealthPublisher, build_server
 
 __all__ = ["App", "serve"]
@@ -70,9 +72,12 @@ class App:
         )
         registry.add_listener(dp)
         self.health = HealthPublisher(dp)
+        interceptors = []
+        if cfg.auth_tokens is not None:
+            interceptors.append(AuthInterceptor(TokenTable.load(cfg.auth_tokens), AuditLog(cfg.audit_log)))
         self._server = build_server(
             dp, self.health, max_message_bytes=cfg.max_message_bytes, reuse_port=cfg.reuse_port,
-            max_concurrent_rpcs=cfg.max_concurrent_rpcs,
+            max_concurrent_rpcs=cfg.max_concurrent_rpcs, interceptors=interceptors,
         )
         try:
             self.grpc_port = self._server.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inter-op-threads", type=int, default=0, help=doc("inter_op_threads"))
     p.add_argument("--shutdown-grace", type=float, default=30.0, dest="shutdown_grace_s", help=doc("shutdown_grace_s"))
     p.add_argument("--reuse-port", action="store_true", help=doc("reuse_port"))
+    p.add_argument("--auth-tokens", type=Path, help=doc("auth_tokens"))
+    p.add_argument("--audit-log", type=Path, help=doc("audit_log"))
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.add_argument("--port-file", type=Path, help="Write the bound ports as JSON here once serving.")
 
@@ -90,7 +93,8 @@ def _cmd_models(a: argparse.Namespace) -> int:
     try:
         with grpc.insecure_channel(a.address) as ch:
             stub = pb_grpc.GRPCInferenceServiceStub(ch)  # type: ignore[no-untyped-call]
-            idx = stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=a.timeout)
+            md = [("authorization", f"Bearer {a.token}")] if a.token else None
+            idx = stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=a.timeout, metadata=md)
     except grpc.RpcError as e:
         print(f"infer models list: {e.code().name} {e.details()}", file=sys.stderr)
         return 1
@@ -126,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     ml = msub.add_parser("list", help="List the repository's models and their states.")
     ml.add_argument("--address", default="127.0.0.1:8001")
     ml.add_argument("--timeout", type=float, default=5.0)
+    ml.add_argument("--token", default=os.environ.get("INFER_TOKEN", ""), help="bearer token (or $INFER_TOKEN)")
     ml.set_defaults(fn=_cmd_models)
     v = sub.add_parser("version", help="Print infer's version.")
     v.set_defaults(fn=lambda a: print(f"infer {__version__}") or 0)

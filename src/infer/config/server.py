@@ -43,6 +43,10 @@ class ServerConfig(BaseModel):
     )
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = runtime default).")
     inter_op_threads: int = Field(0, ge=0, description="ONNX Runtime inter-op threads (0 = runtime default).")
+    auth_tokens: Path | None = Field(
+        None, description="JSON token file: every call but health checks needs 'authorization: Bearer <token>'."
+    )
+    audit_log: Path | None = Field(None, description="Append control-plane changes here as JSON lines.")
     shutdown_grace_s: float = Field(30.0, ge=0, description="Time in-flight requests get on SIGTERM.")
     reuse_port: bool = Field(False, description="Set SO_REUSEPORT so several processes share the port.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -55,6 +55,7 @@ def build_server(
     max_message_bytes: int,
     reuse_port: bool,
     max_concurrent_rpcs: int = 0,
+    interceptors: list[grpc.aio.ServerInterceptor] | None = None,
     extra: list[tuple[Any, Any, str]] | None = None,
 ) -> grpc.aio.Server:
     options = [
@@ -64,7 +65,9 @@ def build_server(
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
-    server = grpc.aio.server(options=options, maximum_concurrent_rpcs=max_concurrent_rpcs or None)
+    server = grpc.aio.server(
+        options=options, maximum_concurrent_rpcs=max_concurrent_rpcs or None, interceptors=interceptors or None
+    )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)  # type: ignore[no-untyped-call]
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     names = [

@@ -79,8 +79,13 @@ class App:
             dp, self.health, max_message_bytes=cfg.max_message_bytes, reuse_port=cfg.reuse_port,
             max_concurrent_rpcs=cfg.max_concurrent_rpcs, interceptors=interceptors,
         )
+        address = f"{cfg.host}:{cfg.grpc_port}"
         try:
-            self.grpc_port = self._server.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+            creds = _server_credentials(cfg)
+            if creds is None:
+                self.grpc_port = self._server.add_insecure_port(address)
+            else:
+                self.grpc_port = self._server.add_secure_port(address, creds)
         except RuntimeError:
             self.grpc_port = 0
         if self.grpc_port == 0:
@@ -136,6 +141,17 @@ class App:
             await dp.registry.close()
         if self._metrics_server is not None:
             await self._metrics_server.stop()
+
+
+def _server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
+    if cfg.tls_cert is None or cfg.tls_key is None:
+        return None
+    try:
+        pair = (cfg.tls_key.read_bytes(), cfg.tls_cert.read_bytes())
+        ca = cfg.tls_client_ca.read_bytes() if cfg.tls_client_ca is not None else None
+    except OSError as e:
+        raise InferError(f"cannot read TLS files: {e}") from None
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
 
 
 async def serve(config: ServerConfig, port_file: Path | None = None) -> int:

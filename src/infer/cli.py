@@ -41,6 +41,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inter-op-threads", type=int, default=0, help=doc("inter_op_threads"))
     p.add_argument("--shutdown-grace", type=float, default=30.0, dest="shutdown_grace_s", help=doc("shutdown_grace_s"))
     p.add_argument("--reuse-port", action="store_true", help=doc("reuse_port"))
+    p.add_argument("--tls-cert", type=Path, help=doc("tls_cert"))
+    p.add_argument("--tls-key", type=Path, help=doc("tls_key"))
+    p.add_argument("--tls-client-ca", type=Path, help=doc("tls_client_ca"))
     p.add_argument("--auth-tokens", type=Path, help=doc("auth_tokens"))
     p.add_argument("--audit-log", type=Path, help=doc("audit_log"))
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
@@ -67,12 +70,31 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     return asyncio.run(serve(cfg, a.port_file))
 
 
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", type=Path, help="PEM CA that signed the server's certificate: connect with TLS.")
+    p.add_argument("--tls-cert", type=Path, help="PEM client certificate (mutual TLS).")
+    p.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert.")
+
+
+def _channel(a: argparse.Namespace) -> object:
+    import grpc
+
+    if a.tls_ca is None:
+        return grpc.insecure_channel(a.address)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=a.tls_ca.read_bytes(),
+        private_key=a.tls_key.read_bytes() if a.tls_key else None,
+        certificate_chain=a.tls_cert.read_bytes() if a.tls_cert else None,
+    )
+    return grpc.secure_channel(a.address, creds)
+
+
 def _cmd_probe(a: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     try:
-        with grpc.insecure_channel(a.address) as ch:
+        with _channel(a) as ch:  # type: ignore[attr-defined]
             resp = health_pb2_grpc.HealthStub(ch).Check(
                 health_pb2.HealthCheckRequest(service=a.service), timeout=a.timeout
             )
@@ -91,7 +113,7 @@ def _cmd_models(a: argparse.Namespace) -> int:
     from infer._proto import grpc_service_pb2_grpc as pb_grpc
 
     try:
-        with grpc.insecure_channel(a.address) as ch:
+        with _channel(a) as ch:  # type: ignore[attr-defined]
             stub = pb_grpc.GRPCInferenceServiceStub(ch)  # type: ignore[no-untyped-call]
             md = [("authorization", f"Bearer {a.token}")] if a.token else None
             idx = stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=a.timeout, metadata=md)
@@ -124,12 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--address", default="127.0.0.1:8001")
     pr.add_argument("--service", default="", help="'' = liveness, 'ready' = readiness, 'model/NAME' = one model.")
     pr.add_argument("--timeout", type=float, default=2.0)
+    _client_args(pr)
     pr.set_defaults(fn=_cmd_probe)
     m = sub.add_parser("models", help="Model commands.")
     msub = m.add_subparsers(dest="models_command", required=True)
     ml = msub.add_parser("list", help="List the repository's models and their states.")
     ml.add_argument("--address", default="127.0.0.1:8001")
     ml.add_argument("--timeout", type=float, default=5.0)
+    _client_args(ml)
     ml.add_argument("--token", default=os.environ.get("INFER_TOKEN", ""), help="bearer token (or $INFER_TOKEN)")
     ml.set_defaults(fn=_cmd_models)
     v = sub.add_parser("version", help="Print infer's version.")

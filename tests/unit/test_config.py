@@ -133,3 +133,18 @@ def test_repository_reads_layout_and_refuses_unsafe_names(tmp_path: Path) -> Non
         with pytest.raises(Exception) as e:
             repo.model_dir(bad)
         assert type(e.value).__name__ in ("InvalidArgument", "NotFound")
+
+
+@pytest.mark.parametrize("fields,words", [
+    ({"tls_cert": Path("c.pem")}, "--tls-cert and --tls-key go together"),
+    ({"tls_client_ca": Path("ca.pem")}, "--tls-client-ca needs"),
+    ({"load_models": ["m"]}, "--load-model needs --model-control-mode explicit"),
+    ({"grpc_port": 70000}, "grpc_port"),
+])
+def test_server_config_cross_checks(fields: dict[str, object], words: str) -> None:
+    from pydantic import ValidationError
+
+    from infer.config.server import ServerConfig
+
+    with pytest.raises(ValidationError, match=words):
+        ServerConfig(**fields)  # type: ignore[arg-type]

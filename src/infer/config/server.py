@@ -43,6 +43,11 @@ class ServerConfig(BaseModel):
     )
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0 = runtime default).")
     inter_op_threads: int = Field(0, ge=0, description="ONNX Runtime inter-op threads (0 = runtime default).")
+    tls_cert: Path | None = Field(None, description="PEM server certificate chain: serve gRPC over TLS.")
+    tls_key: Path | None = Field(None, description="PEM private key of --tls-cert.")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA bundle: require client certificates signed by it (mutual TLS)."
+    )
     auth_tokens: Path | None = Field(
         None, description="JSON token file: every call but health checks needs 'authorization: Bearer <token>'."
     )
@@ -55,4 +60,8 @@ class ServerConfig(BaseModel):
     def _explicit(self) -> ServerConfig:
         if self.load_models and self.model_control_mode != "explicit":
             raise ValueError("--load-model needs --model-control-mode explicit")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
         return self

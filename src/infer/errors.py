@@ -4,6 +4,7 @@
 InferError (INTERNAL)
 ├── InvalidArgument (INVALID_ARGUMENT)
 │   └── ModelConfigError          a config.pbtxt or model file that cannot be served
+│       └── ArtifactCorrupted     a stored artifact no longer matches its SHA-256 digest
 ├── NotFound (NOT_FOUND)
 ├── AlreadyExists (ALREADY_EXISTS)
 ├── Unavailable (UNAVAILABLE)     server or model not ready, shutting down
@@ -27,6 +28,7 @@ import enum
 
 __all__ = [
     "AlreadyExists",
+    "ArtifactCorrupted",
     "Cancelled",
     "Code",
     "DeadlineExceeded",
@@ -79,6 +81,10 @@ class InvalidArgument(InferError):
 
 class ModelConfigError(InvalidArgument):
     """A model's configuration or file cannot be served as it is."""
+
+
+class ArtifactCorrupted(ModelConfigError):
+    """An artifact's bytes no longer match the SHA-256 digest it was stored under."""
 
 
 class NotFound(InferError):

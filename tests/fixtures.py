@@ -116,8 +116,10 @@ class ServerProcess:
             cmd += ["--model-repository", str(repo)]
         self.log = Path(str(self.port_file) + ".log")
         self._log = self.log.open("w")
+        # state (registry database, artifacts) goes to a private folder unless the test says otherwise
+        home = {"INFER_HOME": str(tmp / f"infer-home-{os.getpid()}-{time.monotonic_ns()}")}
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})}, cwd=ROOT)
+                                     env={**os.environ, **home, **(env or {})}, cwd=ROOT)
         self.grpc_port = self.metrics_port = 0
 
     def wait_ready(self, timeout: float = 120.0) -> ServerProcess:

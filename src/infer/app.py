@@ -13,21 +13,28 @@ import gc
 import json
 import logging
 import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
 
+from infer._proto import control_pb2 as cpb
+from infer._proto import control_pb2_grpc as cpb_grpc
 from infer.auth import AuditLog, TokenTable
-from infer.config.server import ServerConfig
+from infer.config.server import ServerConfig, infer_home
+from infer.controlplane.service import ControlPlane
 from infer.dataplane.cache import ResponseCache
 from infer.dataplane.service import DataPlane
 from infer.errors import InferError
 from infer.observability.http import MetricsServer
 from infer.observability.metrics import Metrics
+from infer.registry.artifacts import LocalArtifactStore
 from infer.registry.registry import ModelRegistry
 from infer.registry.repository import ModelRepository
+from infer.registry.store import RegistryStore
 from infer.runtimes.base import RuntimeOptions
 from infer.scheduling.dispatch import Dispatcher
+from infer.transport.grpc.control_servicer import ControlServicer
 from infer.transport.grpc.interceptors import AuthInterceptor
 from infer.transport.grpc.server import HealthPublisher, build_server
 
@@ -48,6 +55,7 @@ class App:
         self._metrics_server: MetricsServer | None = None
         self._health_task: asyncio.Task[None] | None = None
         self.dataplane: DataPlane | None = None
+        self.control: ControlPlane | None = None
         self.health: HealthPublisher | None = None
 
     async def start(self) -> None:
@@ -73,11 +81,15 @@ class App:
         registry.add_listener(dp)
         self.health = HealthPublisher(dp)
         interceptors = []
-        if cfg.auth_tokens is not None:
-            interceptors.append(AuthInterceptor(TokenTable.load(cfg.auth_tokens), AuditLog(cfg.audit_log)))
+        tokens = TokenTable.load(cfg.auth_tokens) if cfg.auth_tokens is not None else None
+        if tokens is not None:
+            interceptors.append(AuthInterceptor(tokens, AuditLog(cfg.audit_log)))
+        self.control = _control_plane(cfg)
+        control = ControlServicer(self.control, _actor_resolver(tokens))
         self._server = build_server(
             dp, self.health, max_message_bytes=cfg.max_message_bytes, reuse_port=cfg.reuse_port,
             max_concurrent_rpcs=cfg.max_concurrent_rpcs, interceptors=interceptors,
+            extra=[(cpb_grpc.add_ControlPlaneServicer_to_server, control, CONTROL_SERVICE)],
         )
         address = f"{cfg.host}:{cfg.grpc_port}"
         try:
@@ -141,6 +153,32 @@ class App:
             await dp.registry.close()
         if self._metrics_server is not None:
             await self._metrics_server.stop()
+        if self.control is not None:
+            self.control.close()
+
+
+CONTROL_SERVICE = cpb.DESCRIPTOR.services_by_name["ControlPlane"].full_name
+
+
+def _control_plane(cfg: ServerConfig) -> ControlPlane:
+    root = cfg.registry_dir or infer_home() / "registry"
+    root.mkdir(parents=True, exist_ok=True)
+    return ControlPlane(RegistryStore.sqlite(root / "registry.db"), LocalArtifactStore(root / "artifacts"))
+
+
+def _actor_resolver(tokens: TokenTable | None) -> Callable[[Sequence[tuple[str, str]]], str]:
+    """The audit name of a caller: its token's name when access control is on."""
+
+    def actor(metadata: Sequence[tuple[str, str]]) -> str:
+        if tokens is None:
+            return "anonymous"
+        header = dict(metadata).get("authorization", "")
+        try:
+            return tokens.authenticate(str(header)).name
+        except InferError:
+            return "anonymous"
+
+    return actor
 
 
 def _server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:

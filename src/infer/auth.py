@@ -28,7 +28,8 @@ __all__ = ["ROLES", "AuditLog", "Identity", "TokenTable", "required_role"]
 ROLES: Final = frozenset({"read", "infer", "deploy", "admin"})
 
 _INFER_METHODS = frozenset({"ModelInfer", "ModelStreamInfer"})
-_DEPLOY_METHODS = frozenset({"RepositoryModelLoad", "RepositoryModelUnload", "SystemSharedMemoryRegister",
+_DEPLOY_METHODS = frozenset({"RegisterVersion", "TransitionVersion",
+                             "RepositoryModelLoad", "RepositoryModelUnload", "SystemSharedMemoryRegister",
                              "SystemSharedMemoryUnregister", "CudaSharedMemoryRegister",
                              "CudaSharedMemoryUnregister", "TraceSetting", "LogSettings"})
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")

@@ -44,6 +44,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", type=Path, help=doc("tls_cert"))
     p.add_argument("--tls-key", type=Path, help=doc("tls_key"))
     p.add_argument("--tls-client-ca", type=Path, help=doc("tls_client_ca"))
+    p.add_argument("--registry-dir", type=Path, help=doc("registry_dir"))
     p.add_argument("--auth-tokens", type=Path, help=doc("auth_tokens"))
     p.add_argument("--audit-log", type=Path, help=doc("audit_log"))
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
@@ -126,6 +127,127 @@ def _cmd_models(a: argparse.Namespace) -> int:
     return 0
 
 
+def _kv(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"infer registry: {what} '{item}' is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _registry_request(a: argparse.Namespace) -> tuple[str, object]:
+    """The ControlPlane method and request for ``infer registry <command>``."""
+    import json
+    import re
+
+    from infer._proto import control_pb2 as cpb
+
+    if a.registry_command == "register":
+        params = {k: v if _is_json(v) else json.dumps(v) for k, v in _kv(a.param, "--param").items()}
+        version = cpb.ModelVersion(
+            model_id=a.model_id, version=a.version, model_type=a.model_type, framework=a.framework,
+            metrics={k: float(v) for k, v in _kv(a.metric, "--metric").items()}, hyperparameters=params,
+            parent_version=a.parent or "", training_run=a.training_run or "",
+            training_data_id=a.training_data_id or "", training_data_size=a.training_data_size,
+            trained_at=a.trained_at or 0.0,
+        )
+        return "RegisterVersion", cpb.RegisterVersionRequest(
+            version=version, content=a.artifact.read_bytes(), artifact_name=a.artifact.name, reason=a.reason)
+    if a.registry_command == "list":
+        req = cpb.ListVersionsRequest(model_id=a.model_id or "", status=a.status or "",
+                                      model_type=a.model_type or "", framework=a.framework or "")
+        if a.where:
+            m = re.fullmatch(r"\s*([\w.\-]+)\s*(>=|<=|==|!=|>|<)\s*([-+0-9.eE]+)\s*", a.where)
+            if m is None:
+                raise SystemExit(f"infer registry list: --where '{a.where}' is not METRIC OP NUMBER")
+            req.metric, req.op, req.value = m.group(1), m.group(2), float(m.group(3))
+        return "ListVersions", req
+    if a.registry_command == "compare":
+        return "CompareVersions", cpb.CompareVersionsRequest(model_id=a.model_id, version_a=a.a, version_b=a.b)
+    if a.registry_command == "transition":
+        return "TransitionVersion", cpb.TransitionRequest(model_id=a.model_id, version=a.version, source=a.source,
+                                                          target=a.target, reason=a.reason)
+    ref = cpb.VersionRef(model_id=a.model_id, version=a.version)
+    return ("GetVersion" if a.registry_command == "get" else "VersionHistory"), ref
+
+
+def _is_json(text: str) -> bool:
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _cmd_registry(a: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf import json_format
+
+    from infer._proto import control_pb2_grpc as cpb_grpc
+
+    method, request = _registry_request(a)
+    md = [("authorization", f"Bearer {a.token}")] if a.token else None
+    try:
+        with _channel(a) as ch:  # type: ignore[attr-defined]
+            stub = cpb_grpc.ControlPlaneStub(ch)  # type: ignore[no-untyped-call]
+            reply = getattr(stub, method)(request, timeout=a.timeout, metadata=md)
+    except grpc.RpcError as e:
+        print(f"infer registry {a.registry_command}: {e.code().name} {e.details()}", file=sys.stderr)
+        return 1
+    print(json_format.MessageToJson(reply, preserving_proto_field_name=True, indent=1))
+    return 0
+
+
+def _registry_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    r = sub.add_parser("registry", help="Model registry: register, list, get, compare, history, transition.")
+    rsub = r.add_subparsers(dest="registry_command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--address", default="127.0.0.1:8001")
+        p.add_argument("--timeout", type=float, default=30.0)
+        p.add_argument("--token", default=os.environ.get("INFER_TOKEN", ""), help="bearer token (or $INFER_TOKEN)")
+        _client_args(p)
+        p.set_defaults(fn=_cmd_registry)
+        return p
+
+    reg = common(rsub.add_parser("register", help="Upload a model file and register a version of it."))
+    for flag in ("--model-id", "--version", "--model-type", "--framework"):
+        reg.add_argument(flag, required=True)
+    reg.add_argument("--artifact", type=Path, required=True, help="the model file (e.g. model.onnx)")
+    reg.add_argument("--metric", action="append", default=[], help="NAME=NUMBER, repeatable")
+    reg.add_argument("--param", action="append", default=[], help="hyperparameter NAME=VALUE (JSON or text)")
+    reg.add_argument("--parent", help="parent version (lineage)")
+    reg.add_argument("--training-run")
+    reg.add_argument("--training-data-id")
+    reg.add_argument("--training-data-size", type=int, default=-1)
+    reg.add_argument("--trained-at", type=float, help="seconds since the epoch")
+    reg.add_argument("--reason", default="")
+    ls = common(rsub.add_parser("list", help="List versions, filtered."))
+    ls.add_argument("--model-id")
+    ls.add_argument("--status")
+    ls.add_argument("--model-type")
+    ls.add_argument("--framework")
+    ls.add_argument("--where", help="metric filter, e.g. 'auc>=0.9'")
+    for name in ("get", "history"):
+        p = common(rsub.add_parser(name, help=f"{name.capitalize()} one version."))
+        p.add_argument("model_id")
+        p.add_argument("version")
+    cmp_ = common(rsub.add_parser("compare", help="What differs between two versions."))
+    cmp_.add_argument("model_id")
+    cmp_.add_argument("a")
+    cmp_.add_argument("b")
+    tr = common(rsub.add_parser("transition", help="Move a version from one status to another."))
+    tr.add_argument("model_id")
+    tr.add_argument("version")
+    tr.add_argument("--from", dest="source", required=True)
+    tr.add_argument("--to", dest="target", required=True)
+    tr.add_argument("--reason", default="")
+
+
 def _cmd_build(a: argparse.Namespace) -> int:
     from infer.tasks.default_repository import build_default_repository, default_repository_path
 
@@ -156,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     _client_args(ml)
     ml.add_argument("--token", default=os.environ.get("INFER_TOKEN", ""), help="bearer token (or $INFER_TOKEN)")
     ml.set_defaults(fn=_cmd_models)
+    _registry_parser(sub)
     v = sub.add_parser("version", help="Print infer's version.")
     v.set_defaults(fn=lambda a: print(f"infer {__version__}") or 0)
     b = sub.add_parser("build-default-repository", help="Train and export the default models.")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ServerConfig"]
+__all__ = ["ServerConfig", "infer_home"]
+
+
+def infer_home() -> Path:
+    """Where infer keeps its state by default: ``$INFER_HOME``, else ``~/.cache/infer``."""
+    env = os.environ.get("INFER_HOME")
+    return Path(env) if env else Path.home() / ".cache" / "infer"
 
 
 class ServerConfig(BaseModel):
@@ -47,6 +54,9 @@ class ServerConfig(BaseModel):
     tls_key: Path | None = Field(None, description="PEM private key of --tls-cert.")
     tls_client_ca: Path | None = Field(
         None, description="PEM CA bundle: require client certificates signed by it (mutual TLS)."
+    )
+    registry_dir: Path | None = Field(
+        None, description="Model registry database and artifacts (default: $INFER_HOME/registry)."
     )
     auth_tokens: Path | None = Field(
         None, description="JSON token file: every call but health checks needs 'authorization: Bearer <token>'."

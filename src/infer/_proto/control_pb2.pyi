@@ -1,0 +1,203 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ModelVersion(_message.Message):
+    __slots__ = ("model_id", "version", "model_type", "framework", "trained_at", "training_data_id", "training_data_size", "hyperparameters", "metrics", "artifact_uri", "artifact_sha256", "status", "parent_version", "training_run", "created_at")
+    class HyperparametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FRAMEWORK_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_AT_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_DATA_ID_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_DATA_SIZE_FIELD_NUMBER: _ClassVar[int]
+    HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_URI_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_RUN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    version: str
+    model_type: str
+    framework: str
+    trained_at: float
+    training_data_id: str
+    training_data_size: int
+    hyperparameters: _containers.ScalarMap[str, str]
+    metrics: _containers.ScalarMap[str, float]
+    artifact_uri: str
+    artifact_sha256: str
+    status: str
+    parent_version: str
+    training_run: str
+    created_at: float
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[str] = ..., model_type: _Optional[str] = ..., framework: _Optional[str] = ..., trained_at: _Optional[float] = ..., training_data_id: _Optional[str] = ..., training_data_size: _Optional[int] = ..., hyperparameters: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., artifact_uri: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., status: _Optional[str] = ..., parent_version: _Optional[str] = ..., training_run: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class RegisterVersionRequest(_message.Message):
+    __slots__ = ("version", "content", "path", "artifact_name", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: ModelVersion
+    content: bytes
+    path: str
+    artifact_name: str
+    reason: str
+    def __init__(self, version: _Optional[_Union[ModelVersion, _Mapping]] = ..., content: _Optional[bytes] = ..., path: _Optional[str] = ..., artifact_name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class VersionRef(_message.Message):
+    __slots__ = ("model_id", "version")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    version: str
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ListVersionsRequest(_message.Message):
+    __slots__ = ("model_id", "status", "model_type", "framework", "metric", "op", "value")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FRAMEWORK_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    status: str
+    model_type: str
+    framework: str
+    metric: str
+    op: str
+    value: float
+    def __init__(self, model_id: _Optional[str] = ..., status: _Optional[str] = ..., model_type: _Optional[str] = ..., framework: _Optional[str] = ..., metric: _Optional[str] = ..., op: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+
+class ListVersionsResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
+    def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ...) -> None: ...
+
+class CompareVersionsRequest(_message.Message):
+    __slots__ = ("model_id", "version_a", "version_b")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_A_FIELD_NUMBER: _ClassVar[int]
+    VERSION_B_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    version_a: str
+    version_b: str
+    def __init__(self, model_id: _Optional[str] = ..., version_a: _Optional[str] = ..., version_b: _Optional[str] = ...) -> None: ...
+
+class FieldDifference(_message.Message):
+    __slots__ = ("field", "a", "b")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    a: str
+    b: str
+    def __init__(self, field: _Optional[str] = ..., a: _Optional[str] = ..., b: _Optional[str] = ...) -> None: ...
+
+class MetricDifference(_message.Message):
+    __slots__ = ("name", "a", "b", "delta", "has_a", "has_b")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    HAS_A_FIELD_NUMBER: _ClassVar[int]
+    HAS_B_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    a: float
+    b: float
+    delta: float
+    has_a: bool
+    has_b: bool
+    def __init__(self, name: _Optional[str] = ..., a: _Optional[float] = ..., b: _Optional[float] = ..., delta: _Optional[float] = ..., has_a: _Optional[bool] = ..., has_b: _Optional[bool] = ...) -> None: ...
+
+class CompareVersionsResponse(_message.Message):
+    __slots__ = ("fields", "metrics")
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    fields: _containers.RepeatedCompositeFieldContainer[FieldDifference]
+    metrics: _containers.RepeatedCompositeFieldContainer[MetricDifference]
+    def __init__(self, fields: _Optional[_Iterable[_Union[FieldDifference, _Mapping]]] = ..., metrics: _Optional[_Iterable[_Union[MetricDifference, _Mapping]]] = ...) -> None: ...
+
+class TransitionRequest(_message.Message):
+    __slots__ = ("model_id", "version", "source", "target", "reason")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    version: str
+    source: str
+    target: str
+    reason: str
+    def __init__(self, model_id: _Optional[str] = ..., version: _Optional[str] = ..., source: _Optional[str] = ..., target: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Transition(_message.Message):
+    __slots__ = ("at", "source", "target", "reason", "actor")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    source: str
+    target: str
+    reason: str
+    actor: str
+    def __init__(self, at: _Optional[float] = ..., source: _Optional[str] = ..., target: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ...) -> None: ...
+
+class VersionHistoryResponse(_message.Message):
+    __slots__ = ("transitions",)
+    TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
+    transitions: _containers.RepeatedCompositeFieldContainer[Transition]
+    def __init__(self, transitions: _Optional[_Iterable[_Union[Transition, _Mapping]]] = ...) -> None: ...
+
+class AuditLogRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("at", "actor", "action", "detail_json")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_JSON_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    actor: str
+    action: str
+    detail_json: str
+    def __init__(self, at: _Optional[float] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., detail_json: _Optional[str] = ...) -> None: ...
+
+class AuditLogResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...

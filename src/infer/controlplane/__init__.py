@@ -1,0 +1,1 @@
+"""The control plane: protocol-neutral registry (and, next, deployment) operations."""

@@ -1,0 +1,78 @@
+"""ControlPlane: the model registry's operations, knowing nothing of gRPC.
+
+The metadata store and artifact store block (SQLite fsyncs, file hashing), so every call runs in
+a worker thread and the event loop keeps serving inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from infer.errors import InvalidArgument
+from infer.registry.artifacts import ArtifactStore
+from infer.registry.store import AuditEntry, ModelVersionRecord, RegistryStore, TransitionRecord
+
+__all__ = ["ControlPlane"]
+
+
+class ControlPlane:
+    def __init__(self, store: RegistryStore, artifacts: ArtifactStore) -> None:
+        self.store = store
+        self.artifacts = artifacts
+
+    async def register(
+        self,
+        record: ModelVersionRecord,
+        artifact: bytes | Path,
+        *,
+        artifact_name: str | None,
+        actor: str,
+        reason: str,
+    ) -> ModelVersionRecord:
+        """Store the artifact (content-addressed) and register the version that points at it."""
+        if isinstance(artifact, Path) and not artifact.is_file():
+            raise InvalidArgument(f"path: {artifact} is not a file the server can read")
+        if isinstance(artifact, bytes) and not artifact:
+            raise InvalidArgument("artifact: give the model file's content or a path")
+
+        def work() -> ModelVersionRecord:
+            ref = self.artifacts.put(artifact, name=artifact_name)
+            stored = replace(record, artifact_uri=ref.uri, artifact_sha256=ref.sha256)
+            return self.store.register(stored, actor=actor, reason=reason or "registered")
+
+        return await asyncio.to_thread(work)
+
+    async def get(self, model_id: str, version: str) -> ModelVersionRecord:
+        return await asyncio.to_thread(self.store.get, model_id, version)
+
+    async def search(
+        self, *, metric_filter: tuple[str, str, float] | None = None, **filters: str | None
+    ) -> list[ModelVersionRecord]:
+        clean = {k: v or None for k, v in filters.items()}
+        return await asyncio.to_thread(lambda: self.store.list(metric_filter=metric_filter, **clean))
+
+    async def compare(self, model_id: str, a: str, b: str) -> dict[str, dict[str, Any]]:
+        return await asyncio.to_thread(self.store.compare, model_id, a, b)
+
+    async def transition(
+        self, model_id: str, version: str, source: str, target: str, reason: str, actor: str
+    ) -> ModelVersionRecord:
+        def work() -> ModelVersionRecord:
+            self.store.record_transition(model_id, version, source, target, reason, actor)
+            return self.store.get(model_id, version)
+
+        return await asyncio.to_thread(work)
+
+    async def history(self, model_id: str, version: str) -> list[TransitionRecord]:
+        return await asyncio.to_thread(self.store.history, model_id, version)
+
+    async def audit_log(self, limit: int) -> list[AuditEntry]:
+        return await asyncio.to_thread(self.store.audit_log, limit)
+
+    def close(self) -> None:
+        self.store.close()
+
+

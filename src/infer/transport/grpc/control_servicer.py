@@ -1,0 +1,133 @@
+"""infer.control.v1.ControlPlane: thin handlers over the protocol-neutral ControlPlane."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import grpc
+
+from infer._proto import control_pb2 as cpb
+from infer._proto import control_pb2_grpc as cpb_grpc
+from infer.controlplane.service import ControlPlane
+from infer.errors import InvalidArgument
+from infer.registry.store import ModelVersionRecord
+from infer.transport.grpc.status import grpc_errors
+
+__all__ = ["ControlServicer", "record_from_pb", "record_to_pb"]
+
+Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+ActorOf = Callable[[Sequence[tuple[str, str]]], str]
+
+
+def record_from_pb(v: Any) -> ModelVersionRecord:
+    try:
+        hyper = {k: json.loads(text) for k, text in v.hyperparameters.items()}
+    except ValueError as e:
+        raise InvalidArgument(f"version.hyperparameters: values are JSON text ({e})") from None
+    return ModelVersionRecord(
+        model_id=v.model_id,
+        version=v.version,
+        model_type=v.model_type,
+        framework=v.framework,
+        artifact_uri="pending:",
+        artifact_sha256="0" * 64,
+        trained_at=v.trained_at or None,
+        training_data_id=v.training_data_id or None,
+        training_data_size=None if v.training_data_size < 0 or not v.training_data_id else v.training_data_size,
+        hyperparameters=hyper,
+        metrics=dict(v.metrics),
+        status=v.status or "REGISTERED",
+        parent_version=v.parent_version or None,
+        training_run=v.training_run or None,
+    )
+
+
+def record_to_pb(r: ModelVersionRecord) -> Any:
+    return cpb.ModelVersion(
+        model_id=r.model_id,
+        version=r.version,
+        model_type=r.model_type,
+        framework=r.framework,
+        trained_at=r.trained_at or 0.0,
+        training_data_id=r.training_data_id or "",
+        training_data_size=-1 if r.training_data_size is None else r.training_data_size,
+        hyperparameters={k: json.dumps(v) for k, v in r.hyperparameters.items()},
+        metrics=r.metrics,
+        artifact_uri=r.artifact_uri,
+        artifact_sha256=r.artifact_sha256,
+        status=r.status,
+        parent_version=r.parent_version or "",
+        training_run=r.training_run or "",
+        created_at=r.created_at or 0.0,
+    )
+
+
+class ControlServicer(cpb_grpc.ControlPlaneServicer):
+    def __init__(self, control: ControlPlane, actor_of: ActorOf | None = None) -> None:
+        self._cp = control
+        self._actor_of = actor_of or (lambda _md: "anonymous")
+
+    def _actor(self, context: Ctx) -> str:
+        return self._actor_of(tuple(context.invocation_metadata() or ()))
+
+    @grpc_errors
+    async def RegisterVersion(self, request: Any, context: Ctx) -> Any:
+        kind = request.WhichOneof("artifact")
+        if kind is None:
+            raise InvalidArgument("artifact: give content (the model file's bytes) or path")
+        artifact: bytes | Path = request.content if kind == "content" else Path(request.path)
+        record = await self._cp.register(
+            record_from_pb(request.version), artifact, artifact_name=request.artifact_name or None,
+            actor=self._actor(context), reason=request.reason,
+        )
+        return record_to_pb(record)
+
+    @grpc_errors
+    async def GetVersion(self, request: Any, context: Ctx) -> Any:
+        return record_to_pb(await self._cp.get(request.model_id, request.version))
+
+    @grpc_errors
+    async def ListVersions(self, request: Any, context: Ctx) -> Any:
+        flt = (request.metric, request.op, request.value) if request.metric else None
+        rows = await self._cp.search(metric_filter=flt, model_id=request.model_id, status=request.status,
+                                   model_type=request.model_type, framework=request.framework)
+        return cpb.ListVersionsResponse(versions=[record_to_pb(r) for r in rows])
+
+    @grpc_errors
+    async def CompareVersions(self, request: Any, context: Ctx) -> Any:
+        diff = await self._cp.compare(request.model_id, request.version_a, request.version_b)
+        resp = cpb.CompareVersionsResponse()
+        for name, d in diff["fields"].items():
+            resp.fields.add(field=name, a=json.dumps(d["v1"]), b=json.dumps(d["v2"]))
+        for name, d in diff["metrics"].items():
+            resp.metrics.add(name=name, a=d["v1"] if d["v1"] is not None else math.nan,
+                             b=d["v2"] if d["v2"] is not None else math.nan,
+                             delta=d["delta"] if d["delta"] is not None else math.nan,
+                             has_a=d["v1"] is not None, has_b=d["v2"] is not None)
+        return resp
+
+    @grpc_errors
+    async def TransitionVersion(self, request: Any, context: Ctx) -> Any:
+        record = await self._cp.transition(request.model_id, request.version, request.source, request.target,
+                                           request.reason, self._actor(context))
+        return record_to_pb(record)
+
+    @grpc_errors
+    async def VersionHistory(self, request: Any, context: Ctx) -> Any:
+        rows = await self._cp.history(request.model_id, request.version)
+        return cpb.VersionHistoryResponse(transitions=[
+            cpb.Transition(at=t.at, source=t.source or "", target=t.target, reason=t.reason, actor=t.actor)
+            for t in rows
+        ])
+
+    @grpc_errors
+    async def AuditLog(self, request: Any, context: Ctx) -> Any:
+        rows = await self._cp.audit_log(request.limit or 100)
+        return cpb.AuditLogResponse(entries=[
+            cpb.AuditEntry(at=e.at, actor=e.actor, action=e.action, detail_json=json.dumps(e.detail, sort_keys=True))
+            for e in rows
+        ])

@@ -366,3 +366,15 @@ def fake_version(config: ModelConfig, runtime: FakeRuntime | None = None, versio
 
     ins, outs = served_specs(config)
     return LoadedVersion(config.name or "fake", version, config, runtime or FakeRuntime(), ins, outs)
+
+
+def write_faulty(repo: Path, name: str = "faulty") -> Path:
+    """y = table[int(x)] with a one-entry table: zeros work (warm-up passes), any other value makes
+    ONNX Runtime raise at run time, which is how a model that fails on some inputs looks."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    table = numpy_helper.from_array(np.array([7.0], np.float32), "table")
+    nodes = [helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT64),
+             helper.make_node("Gather", ["table", "i"], ["y"], axis=0)]
+    _save(helper.make_graph(nodes, name, [x], [y], [table]), repo / name / "1" / "model.onnx")
+    return repo / name

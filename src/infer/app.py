@@ -75,8 +75,10 @@ class App:
         dispatcher = Dispatcher(self.metrics, default_queue_size=cfg.max_queue_size, drain_grace_s=cfg.shutdown_grace_s)
         registry.add_listener(dispatcher)
         cache = ResponseCache(cfg.response_cache_bytes) if cfg.response_cache_bytes > 0 else None
+        self.control = _control_plane(cfg)
         dp = self.dataplane = DataPlane(
-            registry, dispatcher, explicit=cfg.model_control_mode == "explicit", cache=cache
+            registry, dispatcher, explicit=cfg.model_control_mode == "explicit", cache=cache,
+            router=self.control.router,
         )
         registry.add_listener(dp)
         self.health = HealthPublisher(dp)
@@ -84,7 +86,6 @@ class App:
         tokens = TokenTable.load(cfg.auth_tokens) if cfg.auth_tokens is not None else None
         if tokens is not None:
             interceptors.append(AuthInterceptor(tokens, AuditLog(cfg.audit_log)))
-        self.control = _control_plane(cfg)
         control = ControlServicer(self.control, _actor_resolver(tokens))
         self._server = build_server(
             dp, self.health, max_message_bytes=cfg.max_message_bytes, reuse_port=cfg.reuse_port,

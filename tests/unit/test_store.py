@@ -73,7 +73,7 @@ def test_dialects_share_the_sql() -> None:
 
 def test_register_and_get(store: RegistryStore) -> None:
     stored = store.register(record())
-    assert stored.created_at == 1001.0  # tick 1000 went to the schema migration
+    assert stored.created_at == 1000.0 + SCHEMA_VERSION  # one tick per schema migration came first
     got = store.get("fraud", "1.0.0")
     assert got == stored
     assert got.hyperparameters == {"n_estimators": 100, "contamination": 0.01}

@@ -69,6 +69,26 @@ class ControlPlaneStub:
                 request_serializer=control__pb2.AuditLogRequest.SerializeToString,
                 response_deserializer=control__pb2.AuditLogResponse.FromString,
                 _registered_method=True)
+        self.SetDeployment = channel.unary_unary(
+                '/infer.control.v1.ControlPlane/SetDeployment',
+                request_serializer=control__pb2.Deployment.SerializeToString,
+                response_deserializer=control__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.GetDeployment = channel.unary_unary(
+                '/infer.control.v1.ControlPlane/GetDeployment',
+                request_serializer=control__pb2.DeploymentRef.SerializeToString,
+                response_deserializer=control__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.ListDeployments = channel.unary_unary(
+                '/infer.control.v1.ControlPlane/ListDeployments',
+                request_serializer=control__pb2.ListDeploymentsRequest.SerializeToString,
+                response_deserializer=control__pb2.ListDeploymentsResponse.FromString,
+                _registered_method=True)
+        self.DeleteDeployment = channel.unary_unary(
+                '/infer.control.v1.ControlPlane/DeleteDeployment',
+                request_serializer=control__pb2.DeploymentRef.SerializeToString,
+                response_deserializer=control__pb2.DeploymentRef.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServicer:
@@ -118,6 +138,31 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetDeployment(self, request, context):
+        """Traffic policies on a name clients call: A/B split (sticky by a request parameter) and fallback chain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeployment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeployments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDeployment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +200,26 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.AuditLog,
                     request_deserializer=control__pb2.AuditLogRequest.FromString,
                     response_serializer=control__pb2.AuditLogResponse.SerializeToString,
+            ),
+            'SetDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDeployment,
+                    request_deserializer=control__pb2.Deployment.FromString,
+                    response_serializer=control__pb2.Deployment.SerializeToString,
+            ),
+            'GetDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeployment,
+                    request_deserializer=control__pb2.DeploymentRef.FromString,
+                    response_serializer=control__pb2.Deployment.SerializeToString,
+            ),
+            'ListDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeployments,
+                    request_deserializer=control__pb2.ListDeploymentsRequest.FromString,
+                    response_serializer=control__pb2.ListDeploymentsResponse.SerializeToString,
+            ),
+            'DeleteDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDeployment,
+                    request_deserializer=control__pb2.DeploymentRef.FromString,
+                    response_serializer=control__pb2.DeploymentRef.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +411,114 @@ class ControlPlane:
             '/infer.control.v1.ControlPlane/AuditLog',
             control__pb2.AuditLogRequest.SerializeToString,
             control__pb2.AuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infer.control.v1.ControlPlane/SetDeployment',
+            control__pb2.Deployment.SerializeToString,
+            control__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infer.control.v1.ControlPlane/GetDeployment',
+            control__pb2.DeploymentRef.SerializeToString,
+            control__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infer.control.v1.ControlPlane/ListDeployments',
+            control__pb2.ListDeploymentsRequest.SerializeToString,
+            control__pb2.ListDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infer.control.v1.ControlPlane/DeleteDeployment',
+            control__pb2.DeploymentRef.SerializeToString,
+            control__pb2.DeploymentRef.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,17 +11,59 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from infer.errors import InvalidArgument
+from infer.errors import InvalidArgument, NotFound
 from infer.registry.artifacts import ArtifactStore
 from infer.registry.store import AuditEntry, ModelVersionRecord, RegistryStore, TransitionRecord
+from infer.routing.policies import Deployment, Target, Variant
+from infer.routing.router import Router
 
-__all__ = ["ControlPlane"]
+__all__ = ["ControlPlane", "deployment_from_dict", "deployment_to_dict"]
+
+
+def deployment_to_dict(dep: Deployment) -> dict[str, Any]:
+    return {
+        "variants": [{"model": v.target.model, "version": v.target.version, "weight": v.weight} for v in dep.variants],
+        "sticky_key": dep.sticky_key,
+        "fallback": [{"model": t.model, "version": t.version} for t in dep.fallback],
+        "link_timeout_us": dep.link_timeout_us,
+    }
+
+
+def deployment_from_dict(name: str, d: dict[str, Any]) -> Deployment:
+    return Deployment(
+        name=name,
+        variants=tuple(Variant(Target(v["model"], v.get("version", "")), float(v["weight"]))
+                       for v in d.get("variants", [])),
+        sticky_key=d.get("sticky_key", ""),
+        fallback=tuple(Target(t["model"], t.get("version", "")) for t in d.get("fallback", [])),
+        link_timeout_us=int(d.get("link_timeout_us", 0)),
+    )
 
 
 class ControlPlane:
-    def __init__(self, store: RegistryStore, artifacts: ArtifactStore) -> None:
+    def __init__(self, store: RegistryStore, artifacts: ArtifactStore, router: Router | None = None) -> None:
         self.store = store
         self.artifacts = artifacts
+        self.router = router or Router()
+        for name, spec in store.deployments().items():
+            self.router.put(deployment_from_dict(name, spec))
+
+    async def set_deployment(self, dep: Deployment, actor: str) -> Deployment:
+        """Persist, then put in force: a deployment the store did not keep never takes traffic."""
+        await asyncio.to_thread(self.store.put_deployment, dep.name, deployment_to_dict(dep), actor)
+        self.router.put(dep)
+        return dep
+
+    def get_deployment(self, name: str) -> Deployment:
+        dep = self.router.get(name)
+        if dep is None:
+            raise NotFound(f"deployment '{name}' does not exist")
+        return dep
+
+    async def delete_deployment(self, name: str, actor: str) -> None:
+        if not await asyncio.to_thread(self.store.delete_deployment, name, actor):
+            raise NotFound(f"deployment '{name}' does not exist")
+        self.router.remove(name)
 
     async def register(
         self,

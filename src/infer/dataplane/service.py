@@ -15,13 +15,18 @@ from infer.core.stats import VersionStats
 from infer.core.types import InferRequest, InferResponse, Tensor, TensorSpec
 from infer.dataplane.cache import ResponseCache, cache_key
 from infer.dataplane.validate import reserved_parameters, validate_inputs, validate_outputs
-from infer.errors import InferError, NotFound, Unavailable
+from infer.errors import DeadlineExceeded, InferError, ModelExecutionError, NotFound, Unavailable
+from infer.registry.lifecycle import ModelState
 from infer.registry.registry import IndexEntry, LoadedVersion, ModelRegistry
+from infer.routing.router import Router
 from infer.scheduling.dispatch import Dispatcher
 
 __all__ = ["DataPlane", "ModelMetadata", "ServerMetadata"]
 
 Array = npt.NDArray[np.generic]
+
+# what makes a deployment try its next target: the model failed, timed out, or is not there
+_FALLBACK_ON = (ModelExecutionError, DeadlineExceeded, Unavailable, NotFound)
 
 EXTENSIONS = (
     "classification",
@@ -58,9 +63,11 @@ class DataPlane:
         *,
         explicit: bool = False,
         cache: ResponseCache | None = None,
+        router: Router | None = None,
     ) -> None:
         self.registry = registry
         self.cache = cache
+        self.router = router
         self.dispatcher = dispatcher
         self.explicit = explicit
         self.started = False
@@ -94,7 +101,28 @@ class DataPlane:
     async def infer(self, request: InferRequest) -> InferResponse:
         if self.stopping:
             raise Unavailable("server is shutting down")
-        lv = self.registry.get(request.model_name, request.model_version)
+        routed = self.router.route(request) if self.router is not None else None
+        if routed is None:
+            return await self._infer_one(request, request.model_name, request.model_version, 0)
+        dep, targets = routed
+        error: InferError = Unavailable(f"deployment '{dep.name}': no target could answer")
+        for depth, target in enumerate(targets):
+            last = depth == len(targets) - 1
+            try:
+                if not last and self.registry.get(target.model, target.version).state is ModelState.DEGRADED:
+                    continue
+                budget = 0 if last else dep.link_timeout_us  # the last link has no next to leave time for
+                resp = await self._infer_one(request, target.model, target.version, budget)
+            except _FALLBACK_ON as e:
+                error = e
+                continue
+            resp.parameters.update({"infer.deployment": dep.name, "infer.target": target.label(),
+                                    "infer.fallback_depth": depth})
+            return resp
+        raise error
+
+    async def _infer_one(self, request: InferRequest, model: str, version: str, link_timeout_us: int) -> InferResponse:
+        lv = self.registry.get(model, version)
         rc = lv.config.response_cache
         cache = self.cache if rc is not None and rc.enable else None
         key = b""
@@ -102,6 +130,8 @@ class DataPlane:
             inputs = validate_inputs(lv, request)
             validate_outputs(lv, request.outputs)
             priority, timeout_us = reserved_parameters(request.parameters)
+            if link_timeout_us:
+                timeout_us = min(timeout_us, link_timeout_us) if timeout_us else link_timeout_us
             if cache is not None:
                 t0 = time.perf_counter_ns()
                 key = cache_key(lv.serial, inputs)

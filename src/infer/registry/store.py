@@ -235,7 +235,13 @@ def _migration_1(d: Dialect) -> list[str]:
 
 
 # Append only: migration i (1-based) runs once, in its own transaction, and is recorded in schema_version.
-_MIGRATIONS: tuple[Callable[[Dialect], list[str]], ...] = (_migration_1,)
+def _migration_2(d: Dialect) -> list[str]:
+    """Deployments (traffic policies), kept as JSON specs by name."""
+    return ["CREATE TABLE IF NOT EXISTS deployments (name TEXT PRIMARY KEY, spec TEXT NOT NULL, "
+            "updated_at DOUBLE PRECISION NOT NULL)"]
+
+
+_MIGRATIONS: tuple[Callable[[Dialect], list[str]], ...] = (_migration_1, _migration_2)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _VERSION_COLUMNS = (
@@ -498,6 +504,30 @@ class RegistryStore:
         return TransitionRecord(int(row[0]), model_id, version, at, source, target, reason, actor)
 
     # -- audit
+
+    # -- deployments
+
+    def put_deployment(self, name: str, spec: Mapping[str, Any], actor: str = "system") -> None:
+        """Create or replace a deployment's spec (JSON-serialisable), audited in the same transaction."""
+        text = json.dumps(spec, sort_keys=True)
+        with self._transaction(write=True) as tx:
+            now = self._clock()
+            tx.execute("DELETE FROM deployments WHERE name = ?", (name,))
+            tx.execute("INSERT INTO deployments (name, spec, updated_at) VALUES (?, ?, ?)", (name, text, now))
+            self._append_audit(tx, now, actor, "set_deployment", {"name": name, "spec": dict(spec)})
+
+    def delete_deployment(self, name: str, actor: str = "system") -> bool:
+        with self._transaction(write=True) as tx:
+            found = tx.one("SELECT name FROM deployments WHERE name = ?", (name,)) is not None
+            if found:
+                tx.execute("DELETE FROM deployments WHERE name = ?", (name,))
+                self._append_audit(tx, self._clock(), actor, "delete_deployment", {"name": name})
+            return found
+
+    def deployments(self) -> dict[str, dict[str, Any]]:
+        with self._transaction(write=False) as tx:
+            rows = tx.all("SELECT name, spec FROM deployments ORDER BY name")
+        return {name: json.loads(spec) for name, spec in rows}
 
     def audit(self, actor: str, action: str, detail: Mapping[str, Any] | None = None) -> AuditEntry:
         """Append an audit entry in its own transaction."""

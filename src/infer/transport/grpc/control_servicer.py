@@ -15,9 +15,10 @@ from infer._proto import control_pb2_grpc as cpb_grpc
 from infer.controlplane.service import ControlPlane
 from infer.errors import InvalidArgument
 from infer.registry.store import ModelVersionRecord
+from infer.routing.policies import Deployment, Target, Variant
 from infer.transport.grpc.status import grpc_errors
 
-__all__ = ["ControlServicer", "record_from_pb", "record_to_pb"]
+__all__ = ["ControlServicer", "deployment_from_pb", "deployment_to_pb", "record_from_pb", "record_to_pb"]
 
 Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 ActorOf = Callable[[Sequence[tuple[str, str]]], str]
@@ -63,6 +64,27 @@ def record_to_pb(r: ModelVersionRecord) -> Any:
         parent_version=r.parent_version or "",
         training_run=r.training_run or "",
         created_at=r.created_at or 0.0,
+    )
+
+
+def deployment_from_pb(d: Any) -> Deployment:
+    return Deployment(
+        name=d.name,
+        variants=tuple(Variant(Target(v.target.model, v.target.version), v.weight) for v in d.variants),
+        sticky_key=d.sticky_key,
+        fallback=tuple(Target(t.model, t.version) for t in d.fallback),
+        link_timeout_us=d.link_timeout_us,
+    )
+
+
+def deployment_to_pb(dep: Deployment) -> Any:
+    return cpb.Deployment(
+        name=dep.name,
+        variants=[cpb.Variant(target=cpb.Target(model=v.target.model, version=v.target.version), weight=v.weight)
+                  for v in dep.variants],
+        sticky_key=dep.sticky_key,
+        fallback=[cpb.Target(model=t.model, version=t.version) for t in dep.fallback],
+        link_timeout_us=dep.link_timeout_us,
     )
 
 
@@ -131,3 +153,21 @@ class ControlServicer(cpb_grpc.ControlPlaneServicer):
             cpb.AuditEntry(at=e.at, actor=e.actor, action=e.action, detail_json=json.dumps(e.detail, sort_keys=True))
             for e in rows
         ])
+
+    @grpc_errors
+    async def SetDeployment(self, request: Any, context: Ctx) -> Any:
+        dep = await self._cp.set_deployment(deployment_from_pb(request), self._actor(context))
+        return deployment_to_pb(dep)
+
+    @grpc_errors
+    async def GetDeployment(self, request: Any, context: Ctx) -> Any:
+        return deployment_to_pb(self._cp.get_deployment(request.name))
+
+    @grpc_errors
+    async def ListDeployments(self, request: Any, context: Ctx) -> Any:
+        return cpb.ListDeploymentsResponse(deployments=[deployment_to_pb(d) for d in self._cp.router.all()])
+
+    @grpc_errors
+    async def DeleteDeployment(self, request: Any, context: Ctx) -> Any:
+        await self._cp.delete_deployment(request.name, self._actor(context))
+        return cpb.DeploymentRef(name=request.name)

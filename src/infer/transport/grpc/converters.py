@@ -107,8 +107,21 @@ def infer_request_from_pb(req: Any, deadline: float | None) -> InferRequest:
     )
 
 
+def _set_param(p: Any, value: ParamValue) -> None:
+    if isinstance(value, bool):
+        p.bool_param = value
+    elif isinstance(value, int):
+        p.int64_param = value
+    elif isinstance(value, float):
+        p.double_param = value
+    else:
+        p.string_param = str(value)
+
+
 def infer_response_to_pb(resp: InferResponse) -> Any:
     msg = pb.ModelInferResponse(model_name=resp.model_name, model_version=resp.model_version, id=resp.id)
+    for key, value in resp.parameters.items():
+        _set_param(msg.parameters[key], value)
     raw = msg.raw_output_contents
     for t in resp.outputs:
         out = msg.outputs.add()

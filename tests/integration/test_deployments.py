@@ -1,0 +1,141 @@
+"""Deployments against the real server: A/B split and stickiness, fallback chains, persistence."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import pytest_asyncio
+from fixtures import ServerProcess, write_double, write_faulty
+
+from infer._proto import control_pb2 as cpb
+from infer._proto import control_pb2_grpc as cpb_grpc
+from infer._proto import grpc_service_pb2 as pb
+from infer._proto import grpc_service_pb2_grpc as pb_grpc
+
+ALL_VERSIONS = """
+name: "double"
+platform: "onnxruntime_onnx"
+max_batch_size: 64
+version_policy: { all { } }
+"""
+
+
+def _repo(root: Path) -> Path:
+    repo = root / "repo"
+    write_double(repo, versions=(1, 2), config=ALL_VERSIONS)  # version k answers x * 2k
+    write_double(repo, name="spare")
+    write_faulty(repo)
+    return repo
+
+
+def _req(model: str, key: str | None = None, x: float = 1.0) -> pb.ModelInferRequest:
+    req = pb.ModelInferRequest(model_name=model)
+    data = np.full((1, 4), x, np.float32)
+    req.inputs.add(name="x", datatype="FP32", shape=list(data.shape))
+    req.raw_input_contents.append(data.tobytes())
+    if key is not None:
+        req.parameters["user"].string_param = key
+    return req
+
+
+def _target(model: str, version: str = "") -> cpb.Target:
+    return cpb.Target(model=model, version=version)
+
+
+Stubs = tuple[ServerProcess, pb_grpc.GRPCInferenceServiceStub, cpb_grpc.ControlPlaneStub]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def served(tmp_path: Path) -> AsyncIterator[Stubs]:
+    srv = ServerProcess(_repo(tmp_path), "--registry-dir", str(tmp_path / "registry")).wait_ready()
+    async with grpc.aio.insecure_channel(srv.address) as ch:
+        yield srv, pb_grpc.GRPCInferenceServiceStub(ch), cpb_grpc.ControlPlaneStub(ch)
+    assert srv.stop() == 0, srv.output()
+
+
+async def test_ab_split_is_within_a_few_percent_and_sticky(served: Stubs) -> None:
+    _, infer, control = served
+    await control.SetDeployment(cpb.Deployment(
+        name="ab", sticky_key="user",
+        variants=[cpb.Variant(target=_target("double", "1"), weight=90),
+                  cpb.Variant(target=_target("double", "2"), weight=10)]))
+    seen: Counter[str] = Counter()
+    for _ in range(50):
+        replies = await asyncio.gather(*[infer.ModelInfer(_req("ab")) for _ in range(200)])
+        seen.update(r.model_version for r in replies)
+    assert sum(seen.values()) == 10_000
+    assert 0.87 <= seen["1"] / 10_000 <= 0.93, seen
+    sample = replies[0]
+    assert sample.parameters["infer.deployment"].string_param == "ab"
+    assert sample.parameters["infer.target"].string_param in ("double:1", "double:2")
+    assert sample.parameters["infer.fallback_depth"].int64_param == 0
+    by_key: dict[str, set[str]] = {}
+    for _ in range(3):
+        replies = await asyncio.gather(*[infer.ModelInfer(_req("ab", key=f"user-{k}")) for k in range(300)])
+        for k, r in enumerate(replies):
+            by_key.setdefault(f"user-{k}", set()).add(r.model_version)
+    assert all(len(v) == 1 for v in by_key.values())  # sticky: one variant per key
+    share = sum(v == {"1"} for v in by_key.values()) / len(by_key)
+    assert 0.8 <= share <= 0.97
+
+
+async def test_fallback_on_error_timeout_and_unload(served: Stubs) -> None:
+    _, infer, control = served
+    await control.SetDeployment(cpb.Deployment(
+        name="safe", variants=[cpb.Variant(target=_target("faulty"), weight=1)], fallback=[_target("double", "1")]))
+    r = await infer.ModelInfer(_req("safe"))
+    assert np.frombuffer(r.raw_output_contents[0], np.float32).tolist() == [2.0] * 4
+    assert (r.model_name, r.model_version) == ("double", "1")
+    assert r.parameters["infer.fallback_depth"].int64_param == 1
+    assert r.parameters["infer.target"].string_param == "double:1"
+    with pytest.raises(grpc.aio.AioRpcError) as e:  # the faulty model alone does fail
+        await infer.ModelInfer(_req("faulty"))
+    assert e.value.code() == grpc.StatusCode.INTERNAL
+    await control.SetDeployment(cpb.Deployment(
+        name="hurry", variants=[cpb.Variant(target=_target("double", "2"), weight=1)], fallback=[_target("spare")],
+        link_timeout_us=1))  # 1 us: the first link's deadline passes before it can run
+    r = await infer.ModelInfer(_req("hurry"))
+    assert r.model_name == "spare" and r.parameters["infer.fallback_depth"].int64_param == 1
+    await control.SetDeployment(cpb.Deployment(
+        name="steady", variants=[cpb.Variant(target=_target("spare"), weight=1)], fallback=[_target("double")]))
+    assert (await infer.ModelInfer(_req("steady"))).model_name == "spare"
+    await infer.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="spare"))
+    r = await infer.ModelInfer(_req("steady"))
+    assert (r.model_name, r.model_version) == ("double", "2")  # newest ready version of the fallback
+    await infer.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="spare"))
+
+
+async def test_deployments_are_validated_listed_deleted_and_persist(served: Stubs, tmp_path: Path) -> None:
+    _, infer, control = served
+    for bad in (cpb.Deployment(name="x"),
+                cpb.Deployment(name="x", variants=[cpb.Variant(target=_target("double"), weight=0)]),
+                cpb.Deployment(name="x", fallback=[_target("x")])):
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await control.SetDeployment(bad)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await control.SetDeployment(cpb.Deployment(name="keep", variants=[cpb.Variant(target=_target("double", "1"),
+                                                                                   weight=1)]))
+    names = [d.name for d in (await control.ListDeployments(cpb.ListDeploymentsRequest())).deployments]
+    assert "keep" in names
+    await control.DeleteDeployment(cpb.DeploymentRef(name="keep"))
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await control.GetDeployment(cpb.DeploymentRef(name="keep"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await infer.ModelInfer(_req("keep"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    await control.SetDeployment(cpb.Deployment(name="again", variants=[cpb.Variant(target=_target("double", "2"),
+                                                                                    weight=1)]))
+    # a second server on the same registry sees the deployment
+    second = ServerProcess(_repo(tmp_path / "second"), "--registry-dir", str(tmp_path / "registry"))
+    with second, grpc.insecure_channel(second.address) as ch:
+        dep = cpb_grpc.ControlPlaneStub(ch).GetDeployment(cpb.DeploymentRef(name="again"), timeout=10)
+        assert dep.variants[0].target.version == "2"
+        r = pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(_req("again"), timeout=10)
+        assert r.model_version == "2"

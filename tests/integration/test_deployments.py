@@ -139,3 +139,34 @@ async def test_deployments_are_validated_listed_deleted_and_persist(served: Stub
         assert dep.variants[0].target.version == "2"
         r = pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(_req("again"), timeout=10)
         assert r.model_version == "2"
+
+
+async def test_promote_and_roll_back_ten_times_under_load_fails_nothing(served: Stubs) -> None:
+    _, infer, control = served
+
+    def live(version: str) -> cpb.Deployment:
+        return cpb.Deployment(name="live", variants=[cpb.Variant(target=_target("double", version), weight=1)],
+                              fallback=[_target("double", "1")])
+
+    await control.SetDeployment(live("1"))
+    stop = asyncio.Event()
+    answered: Counter[str] = Counter()
+    failures: list[str] = []
+
+    async def client() -> None:
+        while not stop.is_set():
+            try:
+                answered[(await infer.ModelInfer(_req("live"))).model_version] += 1
+            except grpc.aio.AioRpcError as e:
+                failures.append(f"{e.code().name}: {e.details()}")
+
+    clients = [asyncio.create_task(client()) for _ in range(16)]
+    for _ in range(10):
+        await control.SetDeployment(live("2"))  # promote
+        await asyncio.sleep(0.05)
+        await control.SetDeployment(live("1"))  # roll back
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.gather(*clients)
+    assert failures == []
+    assert answered["1"] > 0 and answered["2"] > 0

@@ -74,6 +74,7 @@ class App:
         )
         dispatcher = Dispatcher(self.metrics, default_queue_size=cfg.max_queue_size, drain_grace_s=cfg.shutdown_grace_s)
         registry.add_listener(dispatcher)
+        dispatcher.on_health = registry.set_health
         cache = ResponseCache(cfg.response_cache_bytes) if cfg.response_cache_bytes > 0 else None
         self.control = _control_plane(cfg)
         dp = self.dataplane = DataPlane(

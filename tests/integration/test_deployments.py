@@ -170,3 +170,29 @@ async def test_promote_and_roll_back_ten_times_under_load_fails_nothing(served: 
     await asyncio.gather(*clients)
     assert failures == []
     assert answered["1"] > 0 and answered["2"] > 0
+
+
+async def test_a_failing_model_degrades_is_skipped_and_recovers(served: Stubs) -> None:
+    _, infer, control = served
+    for _ in range(25):  # ones make the faulty model raise
+        with pytest.raises(grpc.aio.AioRpcError):
+            await infer.ModelInfer(_req("faulty"))
+
+    async def reason() -> str:
+        index = await infer.RepositoryIndex(pb.RepositoryIndexRequest())
+        return next(m.reason for m in index.models if m.name == "faulty")
+
+    assert (await reason()).startswith("DEGRADED: error rate")
+    stats = pb.ModelStatisticsRequest(name="faulty")
+    failed = (await infer.ModelStatistics(stats)).model_stats[0].inference_stats.fail.count
+    await control.SetDeployment(cpb.Deployment(
+        name="guarded", variants=[cpb.Variant(target=_target("faulty"), weight=1)], fallback=[_target("spare")]))
+    for _ in range(5):
+        r = await infer.ModelInfer(_req("guarded"))
+        assert r.model_name == "spare" and r.parameters["infer.fallback_depth"].int64_param == 1
+    assert (await infer.ModelStatistics(stats)).model_stats[0].inference_stats.fail.count == failed  # skipped
+    for _ in range(120):  # zeros work: the failures leave the 100-request window and the version is restored
+        await infer.ModelInfer(_req("faulty", x=0.0))
+    assert not (await reason()).startswith("DEGRADED")
+    r = await infer.ModelInfer(_req("guarded", x=0.0))
+    assert r.model_name == "faulty" and r.parameters["infer.fallback_depth"].int64_param == 0

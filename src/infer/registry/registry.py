@@ -148,7 +148,10 @@ class ModelRegistry:
                 continue
             for v, lv in sorted(model.versions.items()):
                 if lv.ready or not ready_only:
-                    out.append(IndexEntry(name, str(v), lv.state.triton_state, lv.lifecycle.reason))
+                    reason = lv.lifecycle.reason
+                    if lv.state is ModelState.DEGRADED:  # Triton has no such state: say it in the reason
+                        reason = f"DEGRADED: {reason}"
+                    out.append(IndexEntry(name, str(v), lv.state.triton_state, reason))
             if not ready_only:
                 for v, why in sorted(model.failed.items()):
                     out.append(IndexEntry(name, str(v), "UNAVAILABLE", why))
@@ -262,6 +265,13 @@ class ModelRegistry:
             await listener.version_retiring(lv)
         lv.runtime.close()
         self._move(lv, ModelState.UNLOADED, "unloaded")
+
+    def set_health(self, lv: LoadedVersion, state: ModelState, reason: str) -> None:
+        """ACTIVE <-> DEGRADED as the version's error rate says (other moves belong to loading)."""
+        if {lv.state, state} != {ModelState.ACTIVE, ModelState.DEGRADED}:
+            return
+        log.warning("model %s version %d is %s: %s", lv.name, lv.version, state.value, reason)
+        self._move(lv, state, reason)
 
     def _move(self, lv: LoadedVersion, state: ModelState, reason: str) -> None:
         lv.lifecycle.move(state, reason)

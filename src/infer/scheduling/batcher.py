@@ -29,6 +29,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -47,7 +48,9 @@ from infer.errors import (
     Unavailable,
 )
 from infer.observability.metrics import VersionMetrics
+from infer.registry.lifecycle import ModelState
 from infer.registry.registry import LoadedVersion
+from infer.scheduling.health import HealthWindow
 from infer.scheduling.queue import Pending, RequestQueue
 
 __all__ = ["BatchScheduler", "LatencyCurve"]
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 
 Array = npt.NDArray[np.generic]
 Outputs = dict[str, Array]
+HealthSink = Callable[[LoadedVersion, ModelState, str], None]
 
 
 class LatencyCurve:
@@ -108,6 +112,7 @@ class BatchScheduler:
         metrics: VersionMetrics,
         default_queue_size: int = 4096,
         clock: Clock | None = None,
+        on_health: HealthSink | None = None,
     ) -> None:
         cfg = version.config
         self.version = version
@@ -140,6 +145,12 @@ class BatchScheduler:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.latency = LatencyCurve()
+        self._on_health = on_health
+        self.health = HealthWindow(
+            window=int(cfg.parameter("infer.health_window", "100")),
+            min_requests=int(cfg.parameter("infer.health_min_requests", "20")),
+            degrade_at=float(cfg.parameter("infer.degrade_error_rate", "0.5")),
+        )
         # gauges read at scrape time: nothing to keep in step on the hot path
         metrics.queued = lambda: self._queue.count
         metrics.inflight = lambda: self.in_flight
@@ -364,6 +375,20 @@ class BatchScheduler:
             if pump:
                 self._pump()
 
+    def _judge(self, ok: bool, count: int) -> None:
+        """Feed the error-rate window; degrade or restore the version when it says so."""
+        self.health.record(ok, count)
+        if self._on_health is None:
+            return
+        state = self.version.state
+        if state not in (ModelState.ACTIVE, ModelState.DEGRADED):
+            return
+        verdict = self.health.verdict(degraded=state is ModelState.DEGRADED)
+        if verdict is not None:
+            rate = self.health.error_rate or 0.0
+            target = ModelState.DEGRADED if verdict else ModelState.ACTIVE
+            self._on_health(self.version, target, f"error rate {rate:.0%} over the last requests")
+
     def _resolve(self, batch: list[Pending], fut: asyncio.Future[Any]) -> None:
         end = self._clock.now()
         error: InferError | None = None
@@ -381,7 +406,9 @@ class BatchScheduler:
                 m.failure(error.code.value)
                 if not p.future.done():
                     p.future.set_exception(error)
+            self._judge(ok=False, count=len(batch))
             return
+        self._judge(ok=True, count=len(batch))
         self.latency.observe(total, infer_ns / 1e9)
         self._cost.lower(total, infer_ns / 1e9)
         stats.record_batch(total, len(batch), in_ns, infer_ns, out_ns)

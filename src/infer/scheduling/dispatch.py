@@ -6,7 +6,7 @@ from infer.core.clock import Clock
 from infer.errors import InferError, Unavailable
 from infer.observability.metrics import Metrics
 from infer.registry.registry import LoadedVersion
-from infer.scheduling.batcher import BatchScheduler
+from infer.scheduling.batcher import BatchScheduler, HealthSink
 
 __all__ = ["Dispatcher"]
 
@@ -21,8 +21,10 @@ class Dispatcher:
         default_queue_size: int = 4096,
         drain_grace_s: float = 30.0,
         clock: Clock | None = None,
+        on_health: HealthSink | None = None,
     ) -> None:
         self._metrics = metrics
+        self.on_health = on_health
         self._queue_size = default_queue_size
         self._grace = drain_grace_s
         self._clock = clock
@@ -34,6 +36,7 @@ class Dispatcher:
             metrics=self._metrics.version(version.name, str(version.version)),
             default_queue_size=self._queue_size,
             clock=self._clock,
+            on_health=self.on_health,
         )
 
     async def version_retiring(self, version: LoadedVersion) -> None:

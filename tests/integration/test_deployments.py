@@ -196,3 +196,37 @@ async def test_a_failing_model_degrades_is_skipped_and_recovers(served: Stubs) -
     assert not (await reason()).startswith("DEGRADED")
     r = await infer.ModelInfer(_req("guarded", x=0.0))
     assert r.model_name == "faulty" and r.parameters["infer.fallback_depth"].int64_param == 0
+
+
+async def test_shadow_answers_are_compared_and_never_returned(served: Stubs) -> None:
+    _, infer, control = served
+
+    async def stats(name: str) -> cpb.ShadowStats:
+        return (await control.GetDeployment(cpb.DeploymentRef(name=name))).shadow_stats
+
+    async def settled(name: str, n: int) -> cpb.ShadowStats:
+        for _ in range(200):
+            s = await stats(name)
+            if s.compared + s.errors + s.skipped >= n:
+                return s
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"shadow of {name} never caught up: {await stats(name)}")
+
+    # green = double v1 (x2) live, blue = double v2 (x4) in the shadow: every answer differs
+    await control.SetDeployment(cpb.Deployment(
+        name="bg", variants=[cpb.Variant(target=_target("double", "1"), weight=1)], shadow=_target("double", "2")))
+    replies = await asyncio.gather(*[infer.ModelInfer(_req("bg", x=float(i))) for i in range(1, 41)])
+    assert all(r.model_version == "1" for r in replies)  # the shadow's answers are never returned
+    for i, r in enumerate(replies, start=1):
+        assert np.frombuffer(r.raw_output_contents[0], np.float32).tolist() == [2.0 * i] * 4
+    s = await settled("bg", 40)
+    assert (s.compared, s.mismatched, s.errors) == (40, 40, 0) and s.max_abs_diff == pytest.approx(80.0)
+    # a shadow that agrees (spare computes x2 too) matches every time; switching is one call
+    await control.SetDeployment(cpb.Deployment(
+        name="bg", variants=[cpb.Variant(target=_target("double", "1"), weight=1)], shadow=_target("spare")))
+    await asyncio.gather(*[infer.ModelInfer(_req("bg", x=float(i))) for i in range(20)])
+    s = await settled("bg", 20)
+    assert (s.compared, s.matched, s.mismatched) == (20, 20, 0)
+    await control.SetDeployment(cpb.Deployment(  # switch: the shadow goes live
+        name="bg", variants=[cpb.Variant(target=_target("spare"), weight=1)], shadow=_target("double", "1")))
+    assert (await infer.ModelInfer(_req("bg"))).model_name == "spare"

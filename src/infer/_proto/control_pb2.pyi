@@ -23,18 +23,40 @@ class Variant(_message.Message):
     def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "variants", "sticky_key", "fallback", "link_timeout_us")
+    __slots__ = ("name", "variants", "sticky_key", "fallback", "link_timeout_us", "shadow", "shadow_tolerance", "shadow_stats")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
     STICKY_KEY_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
     LINK_TIMEOUT_US_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_STATS_FIELD_NUMBER: _ClassVar[int]
     name: str
     variants: _containers.RepeatedCompositeFieldContainer[Variant]
     sticky_key: str
     fallback: _containers.RepeatedCompositeFieldContainer[Target]
     link_timeout_us: int
-    def __init__(self, name: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., sticky_key: _Optional[str] = ..., fallback: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., link_timeout_us: _Optional[int] = ...) -> None: ...
+    shadow: Target
+    shadow_tolerance: float
+    shadow_stats: ShadowStats
+    def __init__(self, name: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., sticky_key: _Optional[str] = ..., fallback: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., link_timeout_us: _Optional[int] = ..., shadow: _Optional[_Union[Target, _Mapping]] = ..., shadow_tolerance: _Optional[float] = ..., shadow_stats: _Optional[_Union[ShadowStats, _Mapping]] = ...) -> None: ...
+
+class ShadowStats(_message.Message):
+    __slots__ = ("compared", "matched", "mismatched", "errors", "skipped", "max_abs_diff")
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    MISMATCHED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    compared: int
+    matched: int
+    mismatched: int
+    errors: int
+    skipped: int
+    max_abs_diff: float
+    def __init__(self, compared: _Optional[int] = ..., matched: _Optional[int] = ..., mismatched: _Optional[int] = ..., errors: _Optional[int] = ..., skipped: _Optional[int] = ..., max_abs_diff: _Optional[float] = ...) -> None: ...
 
 class DeploymentRef(_message.Message):
     __slots__ = ("name",)

@@ -26,6 +26,8 @@ def deployment_to_dict(dep: Deployment) -> dict[str, Any]:
         "sticky_key": dep.sticky_key,
         "fallback": [{"model": t.model, "version": t.version} for t in dep.fallback],
         "link_timeout_us": dep.link_timeout_us,
+        "shadow": None if dep.shadow is None else {"model": dep.shadow.model, "version": dep.shadow.version},
+        "shadow_tolerance": dep.shadow_tolerance,
     }
 
 
@@ -37,6 +39,8 @@ def deployment_from_dict(name: str, d: dict[str, Any]) -> Deployment:
         sticky_key=d.get("sticky_key", ""),
         fallback=tuple(Target(t["model"], t.get("version", "")) for t in d.get("fallback", [])),
         link_timeout_us=int(d.get("link_timeout_us", 0)),
+        shadow=Target(d["shadow"]["model"], d["shadow"].get("version", "")) if d.get("shadow") else None,
+        shadow_tolerance=float(d.get("shadow_tolerance", 0.0)),
     )
 
 

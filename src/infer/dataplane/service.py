@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -18,7 +19,8 @@ from infer.dataplane.validate import reserved_parameters, validate_inputs, valid
 from infer.errors import DeadlineExceeded, InferError, ModelExecutionError, NotFound, Unavailable
 from infer.registry.lifecycle import ModelState
 from infer.registry.registry import IndexEntry, LoadedVersion, ModelRegistry
-from infer.routing.router import Router
+from infer.routing.policies import Deployment, Target
+from infer.routing.router import MAX_SHADOWS_IN_FLIGHT, Router, ShadowStats
 from infer.scheduling.dispatch import Dispatcher
 
 __all__ = ["DataPlane", "ModelMetadata", "ServerMetadata"]
@@ -68,6 +70,7 @@ class DataPlane:
         self.registry = registry
         self.cache = cache
         self.router = router
+        self._shadow_tasks: set[asyncio.Future[None]] = set()
         self.dispatcher = dispatcher
         self.explicit = explicit
         self.started = False
@@ -118,8 +121,35 @@ class DataPlane:
                 continue
             resp.parameters.update({"infer.deployment": dep.name, "infer.target": target.label(),
                                     "infer.fallback_depth": depth})
+            if dep.shadow is not None:
+                self._send_shadow(dep, request, resp)
             return resp
         raise error
+
+    def _send_shadow(self, dep: Deployment, request: InferRequest, live: InferResponse) -> None:
+        """A copy of the request to the shadow target, compared when it answers; never returned."""
+        assert self.router is not None and dep.shadow is not None
+        stats = self.router.shadow_stats.setdefault(dep.name, ShadowStats())
+        if self.router.shadows_in_flight >= MAX_SHADOWS_IN_FLIGHT:
+            stats.skipped += 1
+            return
+        self.router.shadows_in_flight += 1
+        task = asyncio.ensure_future(self._shadow(dep, dep.shadow, request, live, stats))
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, dep: Deployment, target: Target, request: InferRequest, live: InferResponse,
+                      stats: ShadowStats) -> None:
+        assert self.router is not None
+        try:
+            shadow = await self._infer_one(request, target.model, target.version, 0)
+        except InferError:
+            stats.errors += 1
+        else:
+            stats.compare({t.name: t.data for t in live.outputs}, {t.name: t.data for t in shadow.outputs},
+                          dep.shadow_tolerance)
+        finally:
+            self.router.shadows_in_flight -= 1
 
     async def _infer_one(self, request: InferRequest, model: str, version: str, link_timeout_us: int) -> InferResponse:
         lv = self.registry.get(model, version)

@@ -4,14 +4,16 @@ A deployment puts a policy on a name clients call (``ModelInfer(model_name=<depl
 * A/B split: weighted variants; sticky when the request carries the deployment's key parameter (the
   same key always lands on the same variant, by a hash into [0, 1));
 * fallback chain: targets tried in order after the chosen one fails (error, timeout, unloaded or
-  DEGRADED), the response naming the link that answered.
+  DEGRADED), the response naming the link that answered;
+* shadow: a target that receives a copy of every request; its answers are compared with the live
+  ones and never returned (blue-green: switching is one SetDeployment call each way).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from infer.errors import InvalidArgument
 
@@ -40,11 +42,14 @@ class Deployment:
     sticky_key: str = ""  # request parameter naming the caller, e.g. "user_id"
     fallback: tuple[Target, ...] = ()
     link_timeout_us: int = 0  # per-attempt budget (all but the last link), so a slow link leaves time for the next
-    extra: dict[str, str] = field(default_factory=dict)
+    shadow: Target | None = None  # gets a copy of each request; answers compared, never returned
+    shadow_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.name:
             raise InvalidArgument("deployment.name: required")
+        if self.shadow is not None and self.shadow.model == self.name:
+            raise InvalidArgument(f"deployment '{self.name}': the shadow cannot be the deployment itself")
         if not self.variants and not self.fallback:
             raise InvalidArgument(f"deployment '{self.name}': give variants, a fallback chain, or both")
         weights = [v.weight for v in self.variants]

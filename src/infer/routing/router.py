@@ -3,18 +3,59 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
 
 from infer.core.types import InferRequest
 from infer.routing.policies import Deployment, Target, plan
 
-__all__ = ["Router"]
+Array = npt.NDArray[np.generic]
+
+__all__ = ["Router", "ShadowStats"]
+
+MAX_SHADOWS_IN_FLIGHT = 256
+
+
+@dataclass(slots=True)
+class ShadowStats:
+    compared: int = 0
+    matched: int = 0
+    mismatched: int = 0
+    errors: int = 0
+    skipped: int = 0
+    max_abs_diff: float = 0.0
+
+    def compare(self, live: Mapping[str, Array], shadow: Mapping[str, Array], tolerance: float) -> None:
+        worst = 0.0
+        same = True
+        for name, a in live.items():
+            b = shadow.get(name)
+            if b is None or a.shape != b.shape:
+                same = False
+                continue
+            if a.dtype == object or b.dtype == object:
+                same = same and bool(np.array_equal(a, b))
+                continue
+            diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+            worst = max(worst, diff)
+            same = same and diff <= tolerance
+        self.compared += 1
+        self.max_abs_diff = max(self.max_abs_diff, worst)
+        if same:
+            self.matched += 1
+        else:
+            self.mismatched += 1
 
 
 class Router:
     def __init__(self, deployments: Iterable[Deployment] = (), seed: int | None = None) -> None:
         self._deployments = {d.name: d for d in deployments}
         self._rng = random.Random(seed)
+        self.shadow_stats: dict[str, ShadowStats] = {}
+        self.shadows_in_flight = 0
 
     def __contains__(self, name: str) -> bool:
         return name in self._deployments
@@ -26,9 +67,13 @@ class Router:
         return [self._deployments[n] for n in sorted(self._deployments)]
 
     def put(self, dep: Deployment) -> None:
+        old = self._deployments.get(dep.name)
         self._deployments[dep.name] = dep
+        if old is None or old.shadow != dep.shadow:
+            self.shadow_stats[dep.name] = ShadowStats()  # a new comparison starts from zero
 
     def remove(self, name: str) -> bool:
+        self.shadow_stats.pop(name, None)
         return self._deployments.pop(name, None) is not None
 
     def route(self, request: InferRequest) -> tuple[Deployment, list[Target]] | None:

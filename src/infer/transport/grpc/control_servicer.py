@@ -16,6 +16,7 @@ from infer.controlplane.service import ControlPlane
 from infer.errors import InvalidArgument
 from infer.registry.store import ModelVersionRecord
 from infer.routing.policies import Deployment, Target, Variant
+from infer.routing.router import ShadowStats
 from infer.transport.grpc.status import grpc_errors
 
 __all__ = ["ControlServicer", "deployment_from_pb", "deployment_to_pb", "record_from_pb", "record_to_pb"]
@@ -74,10 +75,12 @@ def deployment_from_pb(d: Any) -> Deployment:
         sticky_key=d.sticky_key,
         fallback=tuple(Target(t.model, t.version) for t in d.fallback),
         link_timeout_us=d.link_timeout_us,
+        shadow=Target(d.shadow.model, d.shadow.version) if d.HasField("shadow") and d.shadow.model else None,
+        shadow_tolerance=d.shadow_tolerance,
     )
 
 
-def deployment_to_pb(dep: Deployment) -> Any:
+def deployment_to_pb(dep: Deployment, stats: ShadowStats | None = None) -> Any:
     return cpb.Deployment(
         name=dep.name,
         variants=[cpb.Variant(target=cpb.Target(model=v.target.model, version=v.target.version), weight=v.weight)
@@ -85,6 +88,11 @@ def deployment_to_pb(dep: Deployment) -> Any:
         sticky_key=dep.sticky_key,
         fallback=[cpb.Target(model=t.model, version=t.version) for t in dep.fallback],
         link_timeout_us=dep.link_timeout_us,
+        shadow=cpb.Target(model=dep.shadow.model, version=dep.shadow.version) if dep.shadow else None,
+        shadow_tolerance=dep.shadow_tolerance,
+        shadow_stats=cpb.ShadowStats(compared=stats.compared, matched=stats.matched, mismatched=stats.mismatched,
+                                     errors=stats.errors, skipped=stats.skipped,
+                                     max_abs_diff=stats.max_abs_diff) if stats else None,
     )
 
 
@@ -161,11 +169,14 @@ class ControlServicer(cpb_grpc.ControlPlaneServicer):
 
     @grpc_errors
     async def GetDeployment(self, request: Any, context: Ctx) -> Any:
-        return deployment_to_pb(self._cp.get_deployment(request.name))
+        dep = self._cp.get_deployment(request.name)
+        return deployment_to_pb(dep, self._cp.router.shadow_stats.get(dep.name))
 
     @grpc_errors
     async def ListDeployments(self, request: Any, context: Ctx) -> Any:
-        return cpb.ListDeploymentsResponse(deployments=[deployment_to_pb(d) for d in self._cp.router.all()])
+        router = self._cp.router
+        return cpb.ListDeploymentsResponse(
+            deployments=[deployment_to_pb(d, router.shadow_stats.get(d.name)) for d in router.all()])
 
     @grpc_errors
     async def DeleteDeployment(self, request: Any, context: Ctx) -> Any:

@@ -22,6 +22,7 @@ from infer._proto import control_pb2 as cpb
 from infer._proto import control_pb2_grpc as cpb_grpc
 from infer.auth import AuditLog, TokenTable
 from infer.config.server import ServerConfig, infer_home
+from infer.controlplane.canary import CanaryController
 from infer.controlplane.service import ControlPlane
 from infer.dataplane.cache import ResponseCache
 from infer.dataplane.service import DataPlane
@@ -56,6 +57,7 @@ class App:
         self._health_task: asyncio.Task[None] | None = None
         self.dataplane: DataPlane | None = None
         self.control: ControlPlane | None = None
+        self._canaries: CanaryController | None = None
         self.health: HealthPublisher | None = None
 
     async def start(self) -> None:
@@ -121,6 +123,8 @@ class App:
         gc.collect()
         gc.freeze()
         dp.started = True
+        self._canaries = CanaryController(self.control)
+        self._canaries.start()
         await self.health.refresh()
         self._health_task = asyncio.create_task(self._refresh_health())
         log.info("infer serving gRPC on %s:%d, metrics on %d, repository %s",
@@ -142,6 +146,8 @@ class App:
         dp = self.dataplane
         if self._health_task is not None:
             self._health_task.cancel()
+        if self._canaries is not None:
+            await self._canaries.stop()
         if dp is not None:
             dp.stopping = True  # new requests: UNAVAILABLE, which clients may retry elsewhere
         if self.health is not None:

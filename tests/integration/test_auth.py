@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,7 +79,12 @@ def test_roles_allow_their_calls_and_admin_changes_are_audited(secured: tuple[Se
     _call(srv, "RepositoryModelLoad", pb.RepositoryModelLoadRequest(model_name="double"), "admin-secret")
     with pytest.raises(grpc.RpcError):
         _call(srv, "RepositoryModelLoad", pb.RepositoryModelLoadRequest(model_name="nope"), "admin-secret")
-    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    # a refused call's status reaches the client as the server aborts it; its audit line follows at once
+    for _ in range(100):
+        lines = [json.loads(line) for line in audit.read_text().splitlines()]
+        if lines and lines[-1]["model"] == "nope":
+            break
+        time.sleep(0.02)
     assert [(x["who"], x["action"], x["model"], x["ok"]) for x in lines[-2:]] == [
         ("admin", "RepositoryModelLoad", "double", True), ("admin", "RepositoryModelLoad", "nope", False)]
     assert all(isinstance(x["at"], float) for x in lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -230,3 +231,61 @@ async def test_shadow_answers_are_compared_and_never_returned(served: Stubs) -> 
     await control.SetDeployment(cpb.Deployment(  # switch: the shadow goes live
         name="bg", variants=[cpb.Variant(target=_target("spare"), weight=1)], shadow=_target("double", "1")))
     assert (await infer.ModelInfer(_req("bg"))).model_name == "spare"
+
+
+async def _load_until(infer: pb_grpc.GRPCInferenceServiceStub, control: cpb_grpc.ControlPlaneStub, name: str,
+                      status: str, timeout_s: float = 30.0) -> tuple[cpb.Deployment, Counter[str], list[str]]:
+    """Keep 8 clients on the deployment until its canary reaches ``status``."""
+    stop = asyncio.Event()
+    seen: Counter[str] = Counter()
+    failures: list[str] = []
+
+    async def client() -> None:
+        while not stop.is_set():
+            try:
+                seen[(await infer.ModelInfer(_req(name))).model_name] += 1
+            except grpc.aio.AioRpcError as e:
+                failures.append(e.code().name)
+
+    clients = [asyncio.create_task(client()) for _ in range(8)]
+    try:
+        for _ in range(int(timeout_s / 0.05)):
+            dep = await control.GetDeployment(cpb.DeploymentRef(name=name))
+            if dep.canary.status == status:
+                return dep, seen, failures
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"canary of {name} did not reach {status}: {dep.canary}")
+    finally:
+        stop.set()
+        await asyncio.gather(*clients)
+
+
+async def test_a_healthy_canary_advances_through_its_stages(served: Stubs) -> None:
+    _, infer, control = served
+    stages = [cpb.CanaryStage(percent=p, duration_s=0.3) for p in (10, 50, 100)]
+    await control.SetDeployment(cpb.Deployment(name="rollout", canary=cpb.Canary(
+        baseline=_target("double", "1"), canary=_target("spare"), stages=stages, max_error_rate=0.05,
+        min_requests=5)))
+    dep, seen, failures = await _load_until(infer, control, "rollout", "PROMOTED")
+    assert failures == [] and seen["spare"] > 0 and seen["double"] > 0
+    assert "all 3 stages healthy" in dep.canary.reason
+    replies = await asyncio.gather(*[infer.ModelInfer(_req("rollout")) for _ in range(20)])
+    assert {r.model_name for r in replies} == {"spare"}  # promoted: all traffic on the canary
+    history = [json.loads(e.detail_json)["spec"]["canary"]["status"]
+               for e in (await control.AuditLog(cpb.AuditLogRequest(limit=20))).entries
+               if e.actor == "canary"]
+    assert history[0] == "PROMOTED" and len(history) == 3  # two advances, then the promotion
+
+
+async def test_a_failing_canary_rolls_back_at_once(served: Stubs) -> None:
+    _, infer, control = served
+    stages = [cpb.CanaryStage(percent=p, duration_s=30) for p in (25, 100)]
+    await control.SetDeployment(cpb.Deployment(name="risky", fallback=[_target("double", "1")], canary=cpb.Canary(
+        baseline=_target("double", "1"), canary=_target("faulty"), stages=stages, max_error_rate=0.05,
+        min_requests=5)))
+    dep, _, failures = await _load_until(infer, control, "risky", "ROLLED_BACK", timeout_s=10)
+    assert failures == []  # the fallback answered for the canary while it was judged
+    assert dep.canary.reason.startswith("error rate") and dep.canary.stage == 0
+    replies = await asyncio.gather(*[infer.ModelInfer(_req("risky")) for _ in range(20)])
+    assert all(r.parameters["infer.target"].string_param == "double:1" for r in replies)
+    assert all(r.parameters["infer.fallback_depth"].int64_param == 0 for r in replies)

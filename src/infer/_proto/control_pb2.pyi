@@ -23,7 +23,7 @@ class Variant(_message.Message):
     def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "variants", "sticky_key", "fallback", "link_timeout_us", "shadow", "shadow_tolerance", "shadow_stats")
+    __slots__ = ("name", "variants", "sticky_key", "fallback", "link_timeout_us", "shadow", "shadow_tolerance", "shadow_stats", "canary")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
     STICKY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class Deployment(_message.Message):
     SHADOW_FIELD_NUMBER: _ClassVar[int]
     SHADOW_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     SHADOW_STATS_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
     name: str
     variants: _containers.RepeatedCompositeFieldContainer[Variant]
     sticky_key: str
@@ -40,7 +41,38 @@ class Deployment(_message.Message):
     shadow: Target
     shadow_tolerance: float
     shadow_stats: ShadowStats
-    def __init__(self, name: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., sticky_key: _Optional[str] = ..., fallback: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., link_timeout_us: _Optional[int] = ..., shadow: _Optional[_Union[Target, _Mapping]] = ..., shadow_tolerance: _Optional[float] = ..., shadow_stats: _Optional[_Union[ShadowStats, _Mapping]] = ...) -> None: ...
+    canary: Canary
+    def __init__(self, name: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., sticky_key: _Optional[str] = ..., fallback: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., link_timeout_us: _Optional[int] = ..., shadow: _Optional[_Union[Target, _Mapping]] = ..., shadow_tolerance: _Optional[float] = ..., shadow_stats: _Optional[_Union[ShadowStats, _Mapping]] = ..., canary: _Optional[_Union[Canary, _Mapping]] = ...) -> None: ...
+
+class CanaryStage(_message.Message):
+    __slots__ = ("percent", "duration_s")
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    percent: float
+    duration_s: float
+    def __init__(self, percent: _Optional[float] = ..., duration_s: _Optional[float] = ...) -> None: ...
+
+class Canary(_message.Message):
+    __slots__ = ("baseline", "canary", "stages", "max_error_rate", "max_p99_ms", "min_requests", "status", "stage", "reason")
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    MIN_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    baseline: Target
+    canary: Target
+    stages: _containers.RepeatedCompositeFieldContainer[CanaryStage]
+    max_error_rate: float
+    max_p99_ms: float
+    min_requests: int
+    status: str
+    stage: int
+    reason: str
+    def __init__(self, baseline: _Optional[_Union[Target, _Mapping]] = ..., canary: _Optional[_Union[Target, _Mapping]] = ..., stages: _Optional[_Iterable[_Union[CanaryStage, _Mapping]]] = ..., max_error_rate: _Optional[float] = ..., max_p99_ms: _Optional[float] = ..., min_requests: _Optional[int] = ..., status: _Optional[str] = ..., stage: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ShadowStats(_message.Message):
     __slots__ = ("compared", "matched", "mismatched", "errors", "skipped", "max_abs_diff")

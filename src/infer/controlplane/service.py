@@ -14,7 +14,7 @@ from typing import Any
 from infer.errors import InvalidArgument, NotFound
 from infer.registry.artifacts import ArtifactStore
 from infer.registry.store import AuditEntry, ModelVersionRecord, RegistryStore, TransitionRecord
-from infer.routing.policies import Deployment, Target, Variant
+from infer.routing.policies import Canary, Deployment, Target, Variant
 from infer.routing.router import Router
 
 __all__ = ["ControlPlane", "deployment_from_dict", "deployment_to_dict"]
@@ -28,6 +28,13 @@ def deployment_to_dict(dep: Deployment) -> dict[str, Any]:
         "link_timeout_us": dep.link_timeout_us,
         "shadow": None if dep.shadow is None else {"model": dep.shadow.model, "version": dep.shadow.version},
         "shadow_tolerance": dep.shadow_tolerance,
+        "canary": None if dep.canary is None else {
+            "baseline": {"model": dep.canary.baseline.model, "version": dep.canary.baseline.version},
+            "canary": {"model": dep.canary.canary.model, "version": dep.canary.canary.version},
+            "stages": [list(s) for s in dep.canary.stages], "max_error_rate": dep.canary.max_error_rate,
+            "max_p99_ms": dep.canary.max_p99_ms, "min_requests": dep.canary.min_requests,
+            "status": dep.canary.status, "stage": dep.canary.stage, "reason": dep.canary.reason,
+        },
     }
 
 
@@ -41,6 +48,17 @@ def deployment_from_dict(name: str, d: dict[str, Any]) -> Deployment:
         link_timeout_us=int(d.get("link_timeout_us", 0)),
         shadow=Target(d["shadow"]["model"], d["shadow"].get("version", "")) if d.get("shadow") else None,
         shadow_tolerance=float(d.get("shadow_tolerance", 0.0)),
+        canary=_canary_from_dict(d["canary"]) if d.get("canary") else None,
+    )
+
+
+def _canary_from_dict(c: dict[str, Any]) -> Canary:
+    return Canary(
+        baseline=Target(c["baseline"]["model"], c["baseline"].get("version", "")),
+        canary=Target(c["canary"]["model"], c["canary"].get("version", "")),
+        stages=tuple((float(p), float(d)) for p, d in c["stages"]),
+        max_error_rate=float(c["max_error_rate"]), max_p99_ms=float(c["max_p99_ms"]),
+        min_requests=int(c["min_requests"]), status=c["status"], stage=int(c["stage"]), reason=c["reason"],
     )
 
 

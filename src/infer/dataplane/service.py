@@ -108,17 +108,23 @@ class DataPlane:
         if routed is None:
             return await self._infer_one(request, request.model_name, request.model_version, 0)
         dep, targets = routed
+        assert self.router is not None
         error: InferError = Unavailable(f"deployment '{dep.name}': no target could answer")
         for depth, target in enumerate(targets):
             last = depth == len(targets) - 1
+            t0 = time.monotonic()
             try:
                 if not last and self.registry.get(target.model, target.version).state is ModelState.DEGRADED:
                     continue
                 budget = 0 if last else dep.link_timeout_us  # the last link has no next to leave time for
                 resp = await self._infer_one(request, target.model, target.version, budget)
             except _FALLBACK_ON as e:
+                if dep.canary is not None:
+                    self.router.observe(dep.name, target, False, time.monotonic() - t0)
                 error = e
                 continue
+            if dep.canary is not None:
+                self.router.observe(dep.name, target, True, time.monotonic() - t0)
             resp.parameters.update({"infer.deployment": dep.name, "infer.target": target.label(),
                                     "infer.fallback_depth": depth})
             if dep.shadow is not None:

@@ -5,6 +5,9 @@ A deployment puts a policy on a name clients call (``ModelInfer(model_name=<depl
   same key always lands on the same variant, by a hash into [0, 1));
 * fallback chain: targets tried in order after the chosen one fails (error, timeout, unloaded or
   DEGRADED), the response naming the link that answered;
+* canary: baseline and canary split by stages (5, 10, 25, ... percent) that advance while the canary
+  stays within its error-rate and p99 bounds and roll back at once when it does not (judged by
+  :mod:`infer.controlplane.canary`);
 * shadow: a target that receives a copy of every request; its answers are compared with the live
   ones and never returned (blue-green: switching is one SetDeployment call each way).
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 from infer.errors import InvalidArgument
 
-__all__ = ["Deployment", "Target", "Variant", "plan", "unit_hash"]
+__all__ = ["Canary", "Deployment", "Target", "Variant", "plan", "unit_hash"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,40 @@ class Variant:
 
 
 @dataclass(frozen=True, slots=True)
+class Canary:
+    """A staged rollout of ``canary`` beside ``baseline``; ``status``/``stage`` move as it is judged."""
+
+    baseline: Target
+    canary: Target
+    stages: tuple[tuple[float, float], ...]  # (percent, duration_s)
+    max_error_rate: float = 0.05
+    max_p99_ms: float = 0.0
+    min_requests: int = 20
+    status: str = "RUNNING"  # RUNNING, PROMOTED, ROLLED_BACK
+    stage: int = 0
+    reason: str = "started"
+
+    def __post_init__(self) -> None:
+        percents = [p for p, _ in self.stages]
+        if not percents or percents != sorted(percents) or percents[0] <= 0 or percents[-1] > 100:
+            raise InvalidArgument("canary.stages: percents must rise within (0, 100]")
+        if any(d <= 0 for _, d in self.stages):
+            raise InvalidArgument("canary.stages: every duration_s must be positive")
+        if not 0 <= self.max_error_rate <= 1 or self.max_p99_ms < 0 or self.min_requests < 1:
+            raise InvalidArgument("canary: max_error_rate within 0..1, max_p99_ms >= 0, min_requests >= 1")
+        if self.status not in ("RUNNING", "PROMOTED", "ROLLED_BACK") or not 0 <= self.stage < len(self.stages):
+            raise InvalidArgument(f"canary: bad status {self.status!r} or stage {self.stage}")
+
+    def variants(self) -> tuple[Variant, ...]:
+        if self.status == "PROMOTED":
+            return (Variant(self.canary, 1.0),)
+        if self.status == "ROLLED_BACK":
+            return (Variant(self.baseline, 1.0),)
+        percent = self.stages[self.stage][0]
+        return (Variant(self.baseline, 100.0 - percent), Variant(self.canary, percent))
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     name: str
     variants: tuple[Variant, ...] = ()
@@ -44,13 +81,16 @@ class Deployment:
     link_timeout_us: int = 0  # per-attempt budget (all but the last link), so a slow link leaves time for the next
     shadow: Target | None = None  # gets a copy of each request; answers compared, never returned
     shadow_tolerance: float = 0.0
+    canary: Canary | None = None  # replaces variants with a staged rollout
 
     def __post_init__(self) -> None:
         if not self.name:
             raise InvalidArgument("deployment.name: required")
         if self.shadow is not None and self.shadow.model == self.name:
             raise InvalidArgument(f"deployment '{self.name}': the shadow cannot be the deployment itself")
-        if not self.variants and not self.fallback:
+        if self.canary is not None and self.variants:
+            raise InvalidArgument(f"deployment '{self.name}': give variants or a canary, not both")
+        if not self.variants and not self.fallback and self.canary is None:
             raise InvalidArgument(f"deployment '{self.name}': give variants, a fallback chain, or both")
         weights = [v.weight for v in self.variants]
         if any(w < 0 for w in weights) or (weights and sum(weights) <= 0):
@@ -68,12 +108,14 @@ def unit_hash(text: str) -> float:
 def plan(dep: Deployment, key: str | None, rng: random.Random) -> list[Target]:
     """Targets to try in order: the chosen variant (if any), then the fallback chain, without repeats."""
     chosen: list[Target] = []
-    if dep.variants:
-        total = sum(v.weight for v in dep.variants)
+    variants = dep.canary.variants() if dep.canary is not None else dep.variants
+    variants = tuple(v for v in variants if v.weight > 0)
+    if variants:
+        total = sum(v.weight for v in variants)
         point = (unit_hash(f"{dep.name}\0{key}") if key else rng.random()) * total
         acc = 0.0
-        pick = dep.variants[-1].target
-        for v in dep.variants:
+        pick = variants[-1].target
+        for v in variants:
             acc += v.weight
             if point < acc:
                 pick = v.target

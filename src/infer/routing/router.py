@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -14,7 +15,7 @@ from infer.routing.policies import Deployment, Target, plan
 
 Array = npt.NDArray[np.generic]
 
-__all__ = ["Router", "ShadowStats"]
+__all__ = ["CanaryWindow", "Router", "ShadowStats"]
 
 MAX_SHADOWS_IN_FLIGHT = 256
 
@@ -50,12 +51,28 @@ class ShadowStats:
             self.mismatched += 1
 
 
+@dataclass(slots=True)
+class CanaryWindow:
+    """The canary target's outcomes in the current stage."""
+
+    started: float
+    requests: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def p99_ms(self) -> float:
+        return float(np.percentile(self.latencies, 99)) * 1e3 if self.latencies else 0.0
+
+
 class Router:
     def __init__(self, deployments: Iterable[Deployment] = (), seed: int | None = None) -> None:
-        self._deployments = {d.name: d for d in deployments}
+        self._deployments: dict[str, Deployment] = {}
         self._rng = random.Random(seed)
         self.shadow_stats: dict[str, ShadowStats] = {}
+        self.canary_windows: dict[str, CanaryWindow] = {}
         self.shadows_in_flight = 0
+        for d in deployments:
+            self.put(d)
 
     def __contains__(self, name: str) -> bool:
         return name in self._deployments
@@ -71,9 +88,27 @@ class Router:
         self._deployments[dep.name] = dep
         if old is None or old.shadow != dep.shadow:
             self.shadow_stats[dep.name] = ShadowStats()  # a new comparison starts from zero
+        c = dep.canary
+        if c is None:
+            self.canary_windows.pop(dep.name, None)
+        elif old is None or old.canary is None or (old.canary.stage, old.canary.status) != (c.stage, c.status):
+            self.canary_windows[dep.name] = CanaryWindow(started=time.monotonic())  # a stage starts afresh
+
+    def observe(self, name: str, target: Target, ok: bool, seconds: float) -> None:
+        """One attempt's outcome; kept for a canary's own target only."""
+        dep = self._deployments.get(name)
+        window = self.canary_windows.get(name)
+        if dep is None or dep.canary is None or window is None or target != dep.canary.canary:
+            return
+        window.requests += 1
+        if not ok:
+            window.errors += 1
+        elif len(window.latencies) < 10_000:
+            window.latencies.append(seconds)
 
     def remove(self, name: str) -> bool:
         self.shadow_stats.pop(name, None)
+        self.canary_windows.pop(name, None)
         return self._deployments.pop(name, None) is not None
 
     def route(self, request: InferRequest) -> tuple[Deployment, list[Target]] | None:

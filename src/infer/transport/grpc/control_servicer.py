@@ -15,7 +15,7 @@ from infer._proto import control_pb2_grpc as cpb_grpc
 from infer.controlplane.service import ControlPlane
 from infer.errors import InvalidArgument
 from infer.registry.store import ModelVersionRecord
-from infer.routing.policies import Deployment, Target, Variant
+from infer.routing.policies import Canary, Deployment, Target, Variant
 from infer.routing.router import ShadowStats
 from infer.transport.grpc.status import grpc_errors
 
@@ -77,6 +77,26 @@ def deployment_from_pb(d: Any) -> Deployment:
         link_timeout_us=d.link_timeout_us,
         shadow=Target(d.shadow.model, d.shadow.version) if d.HasField("shadow") and d.shadow.model else None,
         shadow_tolerance=d.shadow_tolerance,
+        canary=_canary_from_pb(d.canary) if d.HasField("canary") else None,
+    )
+
+
+def _canary_from_pb(c: Any) -> Canary:
+    return Canary(
+        baseline=Target(c.baseline.model, c.baseline.version),
+        canary=Target(c.canary.model, c.canary.version),
+        stages=tuple((s.percent, s.duration_s) for s in c.stages),
+        max_error_rate=c.max_error_rate, max_p99_ms=c.max_p99_ms, min_requests=c.min_requests or 20,
+    )  # status, stage and reason are the server's: a new canary starts RUNNING at stage 0
+
+
+def _canary_to_pb(c: Canary) -> Any:
+    return cpb.Canary(
+        baseline=cpb.Target(model=c.baseline.model, version=c.baseline.version),
+        canary=cpb.Target(model=c.canary.model, version=c.canary.version),
+        stages=[cpb.CanaryStage(percent=p, duration_s=d) for p, d in c.stages],
+        max_error_rate=c.max_error_rate, max_p99_ms=c.max_p99_ms, min_requests=c.min_requests,
+        status=c.status, stage=c.stage, reason=c.reason,
     )
 
 
@@ -93,6 +113,7 @@ def deployment_to_pb(dep: Deployment, stats: ShadowStats | None = None) -> Any:
         shadow_stats=cpb.ShadowStats(compared=stats.compared, matched=stats.matched, mismatched=stats.mismatched,
                                      errors=stats.errors, skipped=stats.skipped,
                                      max_abs_diff=stats.max_abs_diff) if stats else None,
+        canary=_canary_to_pb(dep.canary) if dep.canary else None,
     )
 
 

@@ -1,0 +1,71 @@
+"""Judges running canaries: advance a stage that stayed healthy long enough, roll back at once when not.
+
+Runs on the event loop every ``interval`` seconds; each change goes through the control plane, so it is
+persisted (and audited, actor ``canary``) before it takes traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+
+from infer.controlplane.service import ControlPlane
+from infer.routing.policies import Canary
+
+__all__ = ["CanaryController", "judge"]
+
+log = logging.getLogger(__name__)
+
+
+def judge(c: Canary, requests: int, errors: int, p99_ms: float, elapsed_s: float) -> Canary | None:
+    """The canary's next state, or None to leave it as it is."""
+    if c.status != "RUNNING" or requests < c.min_requests:
+        return None
+    rate = errors / requests
+    if rate > c.max_error_rate:
+        return replace(c, status="ROLLED_BACK", reason=f"error rate {rate:.1%} over {requests} requests "
+                                                       f"in stage {c.stage + 1} (limit {c.max_error_rate:.1%})")
+    if c.max_p99_ms and p99_ms > c.max_p99_ms:
+        return replace(c, status="ROLLED_BACK", reason=f"p99 {p99_ms:.1f} ms in stage {c.stage + 1} "
+                                                       f"(limit {c.max_p99_ms:.1f} ms)")
+    if elapsed_s < c.stages[c.stage][1]:
+        return None
+    if c.stage + 1 == len(c.stages):
+        return replace(c, status="PROMOTED", reason=f"all {len(c.stages)} stages healthy")
+    return replace(c, stage=c.stage + 1, reason=f"stage {c.stage + 1} healthy over {requests} requests")
+
+
+class CanaryController:
+    def __init__(self, control: ControlPlane, interval: float = 0.2) -> None:
+        self._cp = control
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.tick()
+            except Exception:  # one bad tick must not stop the judging
+                log.exception("canary controller tick failed")
+
+    async def tick(self) -> None:
+        router = self._cp.router
+        for dep in router.all():
+            window = router.canary_windows.get(dep.name)
+            if dep.canary is None or window is None:
+                continue
+            nxt = judge(dep.canary, window.requests, window.errors, window.p99_ms(),
+                        time.monotonic() - window.started)
+            if nxt is not None:
+                log.warning("deployment %s canary: %s (%s)", dep.name, nxt.status, nxt.reason)
+                await self._cp.set_deployment(replace(dep, canary=nxt), actor="canary")

@@ -66,6 +66,11 @@ async def test_ab_split_is_within_a_few_percent_and_sticky(served: Stubs) -> Non
         name="ab", sticky_key="user",
         variants=[cpb.Variant(target=_target("double", "1"), weight=90),
                   cpb.Variant(target=_target("double", "2"), weight=10)]))
+    # clients that look a model up before calling it see the deployment's first target
+    md = await infer.ModelMetadata(pb.ModelMetadataRequest(name="ab"))
+    assert md.name == "ab" and [i.name for i in md.inputs] == ["x"] and md.versions == ["1", "2"]
+    assert (await infer.ModelReady(pb.ModelReadyRequest(name="ab"))).ready
+    assert (await infer.ModelConfig(pb.ModelConfigRequest(name="ab"))).config.name == "double"
     seen: Counter[str] = Counter()
     for _ in range(50):
         replies = await asyncio.gather(*[infer.ModelInfer(_req("ab")) for _ in range(200)])

@@ -84,20 +84,31 @@ class DataPlane:
     def ready(self) -> bool:
         return self.started and not self.stopping and self.registry.all_ready()
 
+    def _resolve(self, name: str, version: str) -> tuple[str, str]:
+        """A deployment's name stands for its first target in metadata, config and readiness calls."""
+        dep = self.router.get(name) if self.router is not None and not version else None
+        if dep is None:
+            return name, version
+        targets = ([v.target for v in (dep.canary.variants() if dep.canary else dep.variants)]
+                   + list(dep.fallback))
+        ready = [t for t in targets if self.registry.ready(t.model, t.version)]
+        first = (ready or targets)[0]
+        return first.model, first.version
+
     def model_ready(self, name: str, version: str = "") -> bool:
-        return not self.stopping and self.registry.ready(name, version)
+        return not self.stopping and self.registry.ready(*self._resolve(name, version))
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata("infer", __version__, EXTENSIONS)
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
-        lv = self.registry.get(name, version)
-        versions = [e.version for e in self.registry.index() if e.name == name and e.state == "READY"]
+        lv = self.registry.get(*self._resolve(name, version))
+        versions = [e.version for e in self.registry.index() if e.name == lv.name and e.state == "READY"]
         platform = lv.config.platform or lv.config.backend
         return ModelMetadata(name, versions, platform, lv.inputs, lv.outputs)
 
     def model_config(self, name: str, version: str = "") -> ModelConfig:
-        return self.registry.get(name, version).config
+        return self.registry.get(*self._resolve(name, version)).config
 
     # ---- inference -----------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ __all__ = ["ROLES", "AuditLog", "Identity", "TokenTable", "required_role"]
 
 ROLES: Final = frozenset({"read", "infer", "deploy", "admin"})
 
-_INFER_METHODS = frozenset({"ModelInfer", "ModelStreamInfer"})
+_INFER_METHODS = frozenset({"ModelInfer", "ModelStreamInfer", "ReportOutcome"})
 _DEPLOY_METHODS = frozenset({"RegisterVersion", "TransitionVersion", "SetDeployment", "DeleteDeployment",
                              "RepositoryModelLoad", "RepositoryModelUnload", "SystemSharedMemoryRegister",
                              "SystemSharedMemoryUnregister", "CudaSharedMemoryRegister",

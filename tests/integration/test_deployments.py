@@ -294,3 +294,32 @@ async def test_a_failing_canary_rolls_back_at_once(served: Stubs) -> None:
     replies = await asyncio.gather(*[infer.ModelInfer(_req("risky")) for _ in range(20)])
     assert all(r.parameters["infer.target"].string_param == "double:1" for r in replies)
     assert all(r.parameters["infer.fallback_depth"].int64_param == 0 for r in replies)
+
+
+async def test_outcomes_reported_back_decide_the_ab_test(served: Stubs) -> None:
+    _, infer, control = served
+    await control.SetDeployment(cpb.Deployment(name="exp", variants=[
+        cpb.Variant(target=_target("double", "1"), weight=1), cpb.Variant(target=_target("double", "2"), weight=1)]))
+    served_by: Counter[str] = Counter()
+    for chunk in range(4):
+        reqs = []
+        for i in range(100):
+            r = _req("exp")
+            r.id = f"r-{chunk}-{i}"
+            reqs.append(r)
+        replies = await asyncio.gather(*[infer.ModelInfer(r) for r in reqs])
+        for reply in replies:
+            # version 2 "converts" 3 times in 5, version 1 twice in 5 (counted per version: exact rates)
+            n = served_by[reply.model_version]
+            served_by[reply.model_version] += 1
+            good = (n % 5) < (3 if reply.model_version == "2" else 2)
+            ack = await control.ReportOutcome(cpb.OutcomeRequest(request_id=reply.id, value=1.0 if good else 0.0))
+            assert ack.deployment == "exp" and ack.target == f"double:{reply.model_version}"
+    report = await control.GetExperiment(cpb.DeploymentRef(name="exp"))
+    assert [v.target for v in report.variants] == ["double:1", "double:2"]
+    assert sum(v.requests for v in report.variants) == 400 == sum(v.outcomes for v in report.variants)
+    assert report.metric == "outcome" and report.difference == pytest.approx(0.2, abs=0.02)
+    assert report.p_value < 0.001 and report.ci95_low > 0
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await control.ReportOutcome(cpb.OutcomeRequest(request_id="never-sent", value=1))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND

@@ -6,6 +6,58 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class OutcomeRequest(_message.Message):
+    __slots__ = ("request_id", "value")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    value: float
+    def __init__(self, request_id: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+
+class OutcomeResponse(_message.Message):
+    __slots__ = ("deployment", "target")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    deployment: str
+    target: str
+    def __init__(self, deployment: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
+
+class VariantReport(_message.Message):
+    __slots__ = ("target", "requests", "errors", "error_rate", "mean_latency_ms", "outcomes", "outcome_mean")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_MEAN_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    requests: int
+    errors: int
+    error_rate: float
+    mean_latency_ms: float
+    outcomes: int
+    outcome_mean: float
+    def __init__(self, target: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., error_rate: _Optional[float] = ..., mean_latency_ms: _Optional[float] = ..., outcomes: _Optional[int] = ..., outcome_mean: _Optional[float] = ...) -> None: ...
+
+class ExperimentReport(_message.Message):
+    __slots__ = ("deployment", "variants", "metric", "difference", "ci95_low", "ci95_high", "p_value")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    CI95_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI95_HIGH_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    deployment: str
+    variants: _containers.RepeatedCompositeFieldContainer[VariantReport]
+    metric: str
+    difference: float
+    ci95_low: float
+    ci95_high: float
+    p_value: float
+    def __init__(self, deployment: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[VariantReport, _Mapping]]] = ..., metric: _Optional[str] = ..., difference: _Optional[float] = ..., ci95_low: _Optional[float] = ..., ci95_high: _Optional[float] = ..., p_value: _Optional[float] = ...) -> None: ...
+
 class Target(_message.Message):
     __slots__ = ("model", "version")
     MODEL_FIELD_NUMBER: _ClassVar[int]

@@ -89,6 +89,16 @@ class ControlPlaneStub:
                 request_serializer=control__pb2.DeploymentRef.SerializeToString,
                 response_deserializer=control__pb2.DeploymentRef.FromString,
                 _registered_method=True)
+        self.ReportOutcome = channel.unary_unary(
+                '/infer.control.v1.ControlPlane/ReportOutcome',
+                request_serializer=control__pb2.OutcomeRequest.SerializeToString,
+                response_deserializer=control__pb2.OutcomeResponse.FromString,
+                _registered_method=True)
+        self.GetExperiment = channel.unary_unary(
+                '/infer.control.v1.ControlPlane/GetExperiment',
+                request_serializer=control__pb2.DeploymentRef.SerializeToString,
+                response_deserializer=control__pb2.ExperimentReport.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServicer:
@@ -163,6 +173,19 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportOutcome(self, request, context):
+        """A/B tests: callers report an outcome for an earlier request id; the report compares the variants.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExperiment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -220,6 +243,16 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.DeleteDeployment,
                     request_deserializer=control__pb2.DeploymentRef.FromString,
                     response_serializer=control__pb2.DeploymentRef.SerializeToString,
+            ),
+            'ReportOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportOutcome,
+                    request_deserializer=control__pb2.OutcomeRequest.FromString,
+                    response_serializer=control__pb2.OutcomeResponse.SerializeToString,
+            ),
+            'GetExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperiment,
+                    request_deserializer=control__pb2.DeploymentRef.FromString,
+                    response_serializer=control__pb2.ExperimentReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -519,6 +552,60 @@ class ControlPlane:
             '/infer.control.v1.ControlPlane/DeleteDeployment',
             control__pb2.DeploymentRef.SerializeToString,
             control__pb2.DeploymentRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infer.control.v1.ControlPlane/ReportOutcome',
+            control__pb2.OutcomeRequest.SerializeToString,
+            control__pb2.OutcomeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infer.control.v1.ControlPlane/GetExperiment',
+            control__pb2.DeploymentRef.SerializeToString,
+            control__pb2.ExperimentReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,7 @@ a worker thread and the event loop keeps serving inference.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from infer.errors import InvalidArgument, NotFound
 from infer.registry.artifacts import ArtifactStore
 from infer.registry.store import AuditEntry, ModelVersionRecord, RegistryStore, TransitionRecord
+from infer.routing.experiment import Comparison, VariantStats, compare
 from infer.routing.policies import Canary, Deployment, Target, Variant
 from infer.routing.router import Router
 
@@ -81,6 +83,23 @@ class ControlPlane:
         if dep is None:
             raise NotFound(f"deployment '{name}' does not exist")
         return dep
+
+    def report_outcome(self, request_id: str, value: float) -> tuple[str, Target]:
+        if not request_id:
+            raise InvalidArgument("request_id: required (the id the inference request carried)")
+        if not math.isfinite(value):
+            raise InvalidArgument("value: must be a finite number")
+        return self.router.report_outcome(request_id, value)
+
+    def experiment(self, name: str) -> tuple[list[tuple[Target, VariantStats]], Comparison]:
+        """Each variant's statistics, in the deployment's order, and the first two compared."""
+        dep = self.get_deployment(name)
+        if not dep.variants:
+            raise InvalidArgument(f"deployment '{name}' splits no traffic between variants")
+        stats = self.router.variant_stats.get(name, {})
+        rows = [(v.target, stats.get(v.target, VariantStats())) for v in dep.variants]
+        verdict = compare(rows[0][1], rows[1][1]) if len(rows) > 1 else Comparison("none", 0, 0, 0, 1.0)
+        return rows, verdict
 
     async def delete_deployment(self, name: str, actor: str) -> None:
         if not await asyncio.to_thread(self.store.delete_deployment, name, actor):

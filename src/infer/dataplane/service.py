@@ -130,12 +130,10 @@ class DataPlane:
                 budget = 0 if last else dep.link_timeout_us  # the last link has no next to leave time for
                 resp = await self._infer_one(request, target.model, target.version, budget)
             except _FALLBACK_ON as e:
-                if dep.canary is not None:
-                    self.router.observe(dep.name, target, False, time.monotonic() - t0)
+                self.router.observe(dep.name, target, False, time.monotonic() - t0)
                 error = e
                 continue
-            if dep.canary is not None:
-                self.router.observe(dep.name, target, True, time.monotonic() - t0)
+            self.router.observe(dep.name, target, True, time.monotonic() - t0, request.id)
             resp.parameters.update({"infer.deployment": dep.name, "infer.target": target.label(),
                                     "infer.fallback_depth": depth})
             if dep.shadow is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -11,6 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from infer.core.types import InferRequest
+from infer.errors import NotFound
+from infer.routing.experiment import VariantStats
 from infer.routing.policies import Deployment, Target, plan
 
 Array = npt.NDArray[np.generic]
@@ -18,6 +21,7 @@ Array = npt.NDArray[np.generic]
 __all__ = ["CanaryWindow", "Router", "ShadowStats"]
 
 MAX_SHADOWS_IN_FLIGHT = 256
+MAX_ASSIGNMENTS = 100_000  # request ids remembered for outcome reports
 
 
 @dataclass(slots=True)
@@ -70,6 +74,8 @@ class Router:
         self._rng = random.Random(seed)
         self.shadow_stats: dict[str, ShadowStats] = {}
         self.canary_windows: dict[str, CanaryWindow] = {}
+        self.variant_stats: dict[str, dict[Target, VariantStats]] = {}
+        self._assignments: OrderedDict[str, tuple[str, Target]] = OrderedDict()  # request id -> who answered
         self.shadows_in_flight = 0
         for d in deployments:
             self.put(d)
@@ -86,6 +92,8 @@ class Router:
     def put(self, dep: Deployment) -> None:
         old = self._deployments.get(dep.name)
         self._deployments[dep.name] = dep
+        if old is None or old.variants != dep.variants:
+            self.variant_stats[dep.name] = {}  # a new experiment starts from zero
         if old is None or old.shadow != dep.shadow:
             self.shadow_stats[dep.name] = ShadowStats()  # a new comparison starts from zero
         c = dep.canary
@@ -94,11 +102,24 @@ class Router:
         elif old is None or old.canary is None or (old.canary.stage, old.canary.status) != (c.stage, c.status):
             self.canary_windows[dep.name] = CanaryWindow(started=time.monotonic())  # a stage starts afresh
 
-    def observe(self, name: str, target: Target, ok: bool, seconds: float) -> None:
-        """One attempt's outcome; kept for a canary's own target only."""
+    def observe(self, name: str, target: Target, ok: bool, seconds: float, request_id: str = "") -> None:
+        """One attempt's outcome: per-variant statistics of an A/B test, the canary's stage window."""
         dep = self._deployments.get(name)
+        if dep is None:
+            return
+        if dep.variants:
+            vs = self.variant_stats.setdefault(name, {}).setdefault(target, VariantStats())
+            vs.requests += 1
+            if ok:
+                vs.latency_s += seconds
+                if request_id:
+                    self._assignments[request_id] = (name, target)
+                    if len(self._assignments) > MAX_ASSIGNMENTS:
+                        self._assignments.popitem(last=False)
+            else:
+                vs.errors += 1
         window = self.canary_windows.get(name)
-        if dep is None or dep.canary is None or window is None or target != dep.canary.canary:
+        if dep.canary is None or window is None or target != dep.canary.canary:
             return
         window.requests += 1
         if not ok:
@@ -106,9 +127,19 @@ class Router:
         elif len(window.latencies) < 10_000:
             window.latencies.append(seconds)
 
+    def report_outcome(self, request_id: str, value: float) -> tuple[str, Target]:
+        """Credit an outcome to the variant that answered ``request_id``."""
+        found = self._assignments.get(request_id)
+        if found is None:
+            raise NotFound(f"request_id '{request_id[:100]}': no A/B-routed request with this id is remembered")
+        name, target = found
+        self.variant_stats.setdefault(name, {}).setdefault(target, VariantStats()).add_outcome(value)
+        return found
+
     def remove(self, name: str) -> bool:
         self.shadow_stats.pop(name, None)
         self.canary_windows.pop(name, None)
+        self.variant_stats.pop(name, None)
         return self._deployments.pop(name, None) is not None
 
     def route(self, request: InferRequest) -> tuple[Deployment, list[Target]] | None:

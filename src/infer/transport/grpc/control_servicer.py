@@ -203,3 +203,21 @@ class ControlServicer(cpb_grpc.ControlPlaneServicer):
     async def DeleteDeployment(self, request: Any, context: Ctx) -> Any:
         await self._cp.delete_deployment(request.name, self._actor(context))
         return cpb.DeploymentRef(name=request.name)
+
+    @grpc_errors
+    async def ReportOutcome(self, request: Any, context: Ctx) -> Any:
+        name, target = self._cp.report_outcome(request.request_id, request.value)
+        return cpb.OutcomeResponse(deployment=name, target=target.label())
+
+    @grpc_errors
+    async def GetExperiment(self, request: Any, context: Ctx) -> Any:
+        rows, verdict = self._cp.experiment(request.name)
+        return cpb.ExperimentReport(
+            deployment=request.name,
+            variants=[cpb.VariantReport(
+                target=t.label(), requests=s.requests, errors=s.errors, error_rate=s.error_rate,
+                mean_latency_ms=s.latency_s / max(1, s.requests - s.errors) * 1e3, outcomes=s.outcomes,
+                outcome_mean=s.outcome_mean) for t, s in rows],
+            metric=verdict.metric, difference=verdict.difference, ci95_low=verdict.ci95_low,
+            ci95_high=verdict.ci95_high, p_value=verdict.p_value,
+        )

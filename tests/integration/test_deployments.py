@@ -323,3 +323,16 @@ async def test_outcomes_reported_back_decide_the_ab_test(served: Stubs) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await control.ReportOutcome(cpb.OutcomeRequest(request_id="never-sent", value=1))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    # the same experiment set to promote its winner once p < 0.01: version 2 takes all traffic
+    await control.SetDeployment(cpb.Deployment(name="exp", promote_when_p_below=0.01, promote_min_samples=50,
+                                               variants=[cpb.Variant(target=_target("double", "1"), weight=1),
+                                                         cpb.Variant(target=_target("double", "2"), weight=1)]))
+    for _ in range(100):
+        dep = await control.GetDeployment(cpb.DeploymentRef(name="exp"))
+        if len(dep.variants) == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert [(v.target.model, v.target.version) for v in dep.variants] == [("double", "2")]
+    assert dep.promote_when_p_below == 0  # done: it does not promote again
+    entries = (await control.AuditLog(cpb.AuditLogRequest(limit=5))).entries
+    assert entries[0].actor == "ab-test" and entries[0].action == "set_deployment"

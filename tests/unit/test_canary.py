@@ -46,3 +46,20 @@ def test_rolls_back_at_once(errors: int, p99: float, words: str) -> None:
 def test_bad_canaries_are_refused(kw: dict[str, object]) -> None:
     with pytest.raises(InvalidArgument):
         canary(**kw)
+
+
+def test_an_ab_winner_needs_significance_and_samples() -> None:
+    from infer.controlplane.canary import winner
+    from infer.routing.experiment import Comparison, VariantStats
+    from infer.routing.policies import Deployment, Variant
+
+    dep = Deployment("d", variants=(Variant(BASE, 1), Variant(NEW, 1)), promote_when_p_below=0.01,
+                     promote_min_samples=100)
+    big = VariantStats(requests=500, outcomes=500)
+    rows = [(BASE, big), (NEW, big)]
+    assert winner(dep, rows, Comparison("outcome", 0.1, 0.05, 0.15, 0.001)) == NEW
+    assert winner(dep, rows, Comparison("outcome", -0.1, -0.15, -0.05, 0.001)) == BASE
+    assert winner(dep, rows, Comparison("error_rate", -0.02, -0.03, -0.01, 0.001)) == NEW  # fewer errors wins
+    assert winner(dep, rows, Comparison("outcome", 0.1, -0.01, 0.2, 0.2)) is None  # not significant
+    few = [(BASE, VariantStats(requests=50, outcomes=50)), (NEW, big)]
+    assert winner(dep, few, Comparison("outcome", 0.1, 0.05, 0.15, 0.001)) is None  # too few samples

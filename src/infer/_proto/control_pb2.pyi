@@ -75,7 +75,7 @@ class Variant(_message.Message):
     def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "variants", "sticky_key", "fallback", "link_timeout_us", "shadow", "shadow_tolerance", "shadow_stats", "canary")
+    __slots__ = ("name", "variants", "sticky_key", "fallback", "link_timeout_us", "shadow", "shadow_tolerance", "shadow_stats", "canary", "promote_when_p_below", "promote_min_samples")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
     STICKY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,8 @@ class Deployment(_message.Message):
     SHADOW_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
     SHADOW_STATS_FIELD_NUMBER: _ClassVar[int]
     CANARY_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_WHEN_P_BELOW_FIELD_NUMBER: _ClassVar[int]
+    PROMOTE_MIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     name: str
     variants: _containers.RepeatedCompositeFieldContainer[Variant]
     sticky_key: str
@@ -94,7 +96,9 @@ class Deployment(_message.Message):
     shadow_tolerance: float
     shadow_stats: ShadowStats
     canary: Canary
-    def __init__(self, name: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., sticky_key: _Optional[str] = ..., fallback: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., link_timeout_us: _Optional[int] = ..., shadow: _Optional[_Union[Target, _Mapping]] = ..., shadow_tolerance: _Optional[float] = ..., shadow_stats: _Optional[_Union[ShadowStats, _Mapping]] = ..., canary: _Optional[_Union[Canary, _Mapping]] = ...) -> None: ...
+    promote_when_p_below: float
+    promote_min_samples: int
+    def __init__(self, name: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., sticky_key: _Optional[str] = ..., fallback: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., link_timeout_us: _Optional[int] = ..., shadow: _Optional[_Union[Target, _Mapping]] = ..., shadow_tolerance: _Optional[float] = ..., shadow_stats: _Optional[_Union[ShadowStats, _Mapping]] = ..., canary: _Optional[_Union[Canary, _Mapping]] = ..., promote_when_p_below: _Optional[float] = ..., promote_min_samples: _Optional[int] = ...) -> None: ...
 
 class CanaryStage(_message.Message):
     __slots__ = ("percent", "duration_s")

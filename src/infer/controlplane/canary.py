@@ -1,4 +1,5 @@
-"""Judges running canaries: advance a stage that stayed healthy long enough, roll back at once when not.
+"""Judges running canaries (advance a stage that stayed healthy long enough, roll back at once when not)
+and A/B tests that promote their winner once it is significant.
 
 Runs on the event loop every ``interval`` seconds; each change goes through the control plane, so it is
 persisted (and audited, actor ``canary``) before it takes traffic.
@@ -12,9 +13,10 @@ import time
 from dataclasses import replace
 
 from infer.controlplane.service import ControlPlane
-from infer.routing.policies import Canary
+from infer.routing.experiment import Comparison, VariantStats
+from infer.routing.policies import Canary, Deployment, Target, Variant
 
-__all__ = ["CanaryController", "judge"]
+__all__ = ["CanaryController", "judge", "winner"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,18 @@ def judge(c: Canary, requests: int, errors: int, p99_ms: float, elapsed_s: float
     if c.stage + 1 == len(c.stages):
         return replace(c, status="PROMOTED", reason=f"all {len(c.stages)} stages healthy")
     return replace(c, stage=c.stage + 1, reason=f"stage {c.stage + 1} healthy over {requests} requests")
+
+
+def winner(dep: Deployment, rows: list[tuple[Target, VariantStats]], verdict: Comparison) -> Target | None:
+    """The A/B winner once the test is significant with enough samples on both sides, else None."""
+    if len(rows) < 2 or verdict.metric not in ("outcome", "error_rate"):
+        return None
+    (ta, a), (tb, b) = rows[0], rows[1]
+    samples = (a.outcomes, b.outcomes) if verdict.metric == "outcome" else (a.requests, b.requests)
+    if min(samples) < dep.promote_min_samples or verdict.p_value >= dep.promote_when_p_below:
+        return None
+    second_better = verdict.difference > 0 if verdict.metric == "outcome" else verdict.difference < 0
+    return tb if second_better else ta
 
 
 class CanaryController:
@@ -61,6 +75,8 @@ class CanaryController:
     async def tick(self) -> None:
         router = self._cp.router
         for dep in router.all():
+            if dep.variants and dep.promote_when_p_below > 0:
+                await self._judge_experiment(dep)
             window = router.canary_windows.get(dep.name)
             if dep.canary is None or window is None:
                 continue
@@ -69,3 +85,13 @@ class CanaryController:
             if nxt is not None:
                 log.warning("deployment %s canary: %s (%s)", dep.name, nxt.status, nxt.reason)
                 await self._cp.set_deployment(replace(dep, canary=nxt), actor="canary")
+
+    async def _judge_experiment(self, dep: Deployment) -> None:
+        rows, verdict = self._cp.experiment(dep.name)
+        best = winner(dep, rows, verdict)
+        if best is None:
+            return
+        log.warning("deployment %s: %s wins (%s difference %.4g, p=%.3g); promoting", dep.name, best.label(),
+                    verdict.metric, verdict.difference, verdict.p_value)
+        promoted = replace(dep, variants=(Variant(best, 1.0),), promote_when_p_below=0.0)
+        await self._cp.set_deployment(promoted, actor="ab-test")

@@ -30,6 +30,8 @@ def deployment_to_dict(dep: Deployment) -> dict[str, Any]:
         "link_timeout_us": dep.link_timeout_us,
         "shadow": None if dep.shadow is None else {"model": dep.shadow.model, "version": dep.shadow.version},
         "shadow_tolerance": dep.shadow_tolerance,
+        "promote_when_p_below": dep.promote_when_p_below,
+        "promote_min_samples": dep.promote_min_samples,
         "canary": None if dep.canary is None else {
             "baseline": {"model": dep.canary.baseline.model, "version": dep.canary.baseline.version},
             "canary": {"model": dep.canary.canary.model, "version": dep.canary.canary.version},
@@ -51,6 +53,8 @@ def deployment_from_dict(name: str, d: dict[str, Any]) -> Deployment:
         shadow=Target(d["shadow"]["model"], d["shadow"].get("version", "")) if d.get("shadow") else None,
         shadow_tolerance=float(d.get("shadow_tolerance", 0.0)),
         canary=_canary_from_dict(d["canary"]) if d.get("canary") else None,
+        promote_when_p_below=float(d.get("promote_when_p_below", 0.0)),
+        promote_min_samples=int(d.get("promote_min_samples", 100)),
     )
 
 

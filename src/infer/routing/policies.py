@@ -82,12 +82,16 @@ class Deployment:
     shadow: Target | None = None  # gets a copy of each request; answers compared, never returned
     shadow_tolerance: float = 0.0
     canary: Canary | None = None  # replaces variants with a staged rollout
+    promote_when_p_below: float = 0.0  # A/B: promote the winner once the test's p-value is below this
+    promote_min_samples: int = 100
 
     def __post_init__(self) -> None:
         if not self.name:
             raise InvalidArgument("deployment.name: required")
         if self.shadow is not None and self.shadow.model == self.name:
             raise InvalidArgument(f"deployment '{self.name}': the shadow cannot be the deployment itself")
+        if not 0 <= self.promote_when_p_below < 1 or self.promote_min_samples < 1:
+            raise InvalidArgument(f"deployment '{self.name}': promote_when_p_below within [0, 1), min samples >= 1")
         if self.canary is not None and self.variants:
             raise InvalidArgument(f"deployment '{self.name}': give variants or a canary, not both")
         if not self.variants and not self.fallback and self.canary is None:

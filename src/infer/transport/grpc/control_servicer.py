@@ -78,6 +78,8 @@ def deployment_from_pb(d: Any) -> Deployment:
         shadow=Target(d.shadow.model, d.shadow.version) if d.HasField("shadow") and d.shadow.model else None,
         shadow_tolerance=d.shadow_tolerance,
         canary=_canary_from_pb(d.canary) if d.HasField("canary") else None,
+        promote_when_p_below=d.promote_when_p_below,
+        promote_min_samples=d.promote_min_samples or 100,
     )
 
 
@@ -114,6 +116,8 @@ def deployment_to_pb(dep: Deployment, stats: ShadowStats | None = None) -> Any:
                                      errors=stats.errors, skipped=stats.skipped,
                                      max_abs_diff=stats.max_abs_diff) if stats else None,
         canary=_canary_to_pb(dep.canary) if dep.canary else None,
+        promote_when_p_below=dep.promote_when_p_below,
+        promote_min_samples=dep.promote_min_samples,
     )
 
 

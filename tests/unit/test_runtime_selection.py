@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
+from fixtures import write_double
 
 from infer.config.pbtxt import config_from_pbtxt
 from infer.errors import ModelConfigError
-from infer.runtimes.base import runtime_for
+from infer.runtimes.base import RuntimeOptions, runtime_for
 from infer.runtimes.onnx import OnnxRuntime, choose_providers
 
 GPU_TRT = """
@@ -41,7 +45,16 @@ def test_runtimes_are_chosen_by_name() -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_session_runs_on_a_gpu() -> None:
+def test_cuda_session_runs_on_a_gpu(tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("no CUDA execution provider here")
+    model = write_double(tmp_path) / "1" / "model.onnx"
+    cfg = config_from_pbtxt('name: "double" instance_group [ { kind: KIND_GPU count: 1 } ]', "double")
+    runtime = OnnxRuntime.open(model, cfg, RuntimeOptions())
+    try:
+        assert "CUDAExecutionProvider" in runtime.describe()
+        x = np.arange(8, dtype=np.float32).reshape(2, 4)
+        np.testing.assert_array_equal(runtime.run({"x": x}, ["y"])["y"], x * 2)
+    finally:
+        runtime.close()

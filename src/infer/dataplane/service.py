@@ -117,7 +117,7 @@ class DataPlane:
             raise Unavailable("server is shutting down")
         routed = self.router.route(request) if self.router is not None else None
         if routed is None:
-            return await self._infer_one(request, request.model_name, request.model_version, 0)
+            return await self._infer_one(request, self.registry.get(request.model_name, request.model_version), 0)
         dep, targets = routed
         assert self.router is not None
         error: InferError = Unavailable(f"deployment '{dep.name}': no target could answer")
@@ -125,10 +125,11 @@ class DataPlane:
             last = depth == len(targets) - 1
             t0 = time.monotonic()
             try:
-                if not last and self.registry.get(target.model, target.version).state is ModelState.DEGRADED:
+                lv = self.registry.get(target.model, target.version)
+                if not last and lv.state is ModelState.DEGRADED:
                     continue
                 budget = 0 if last else dep.link_timeout_us  # the last link has no next to leave time for
-                resp = await self._infer_one(request, target.model, target.version, budget)
+                resp = await self._infer_one(request, lv, budget)
             except _FALLBACK_ON as e:
                 self.router.observe(dep.name, target, False, time.monotonic() - t0)
                 error = e
@@ -157,7 +158,7 @@ class DataPlane:
                       stats: ShadowStats) -> None:
         assert self.router is not None
         try:
-            shadow = await self._infer_one(request, target.model, target.version, 0)
+            shadow = await self._infer_one(request, self.registry.get(target.model, target.version), 0)
         except InferError:
             stats.errors += 1
         else:
@@ -166,8 +167,7 @@ class DataPlane:
         finally:
             self.router.shadows_in_flight -= 1
 
-    async def _infer_one(self, request: InferRequest, model: str, version: str, link_timeout_us: int) -> InferResponse:
-        lv = self.registry.get(model, version)
+    async def _infer_one(self, request: InferRequest, lv: LoadedVersion, link_timeout_us: int) -> InferResponse:
         rc = lv.config.response_cache
         cache = self.cache if rc is not None and rc.enable else None
         key = b""

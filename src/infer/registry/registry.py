@@ -103,7 +103,7 @@ class ModelRegistry:
         """The version a request should use; '' means the newest ready one."""
         model = self._models.get(name)
         if model is None or not model.versions:
-            if model is None and name not in self._names_on_disk():
+            if model is None and not self._on_disk(name):
                 raise NotFound(f"model '{name}' is not known")
             raise Unavailable(f"model '{name}' is not loaded")
         if not version:
@@ -156,6 +156,14 @@ class ModelRegistry:
                 for v, why in sorted(model.failed.items()):
                     out.append(IndexEntry(name, str(v), "UNAVAILABLE", why))
         return out
+
+    def _on_disk(self, name: str) -> bool:
+        """One stat, not a directory listing: unknown names are the cheap path of a bad request."""
+        try:
+            self.repository.model_dir(name)
+        except InferError:
+            return False
+        return True
 
     def _names_on_disk(self) -> list[str]:
         try:

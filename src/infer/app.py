@@ -80,7 +80,7 @@ class App:
         cache = ResponseCache(cfg.response_cache_bytes) if cfg.response_cache_bytes > 0 else None
         self.control = _control_plane(cfg)
         dp = self.dataplane = DataPlane(
-            registry, dispatcher, explicit=cfg.model_control_mode == "explicit", cache=cache,
+            registry, dispatcher, cache=cache,
             router=self.control.router,
         )
         registry.add_listener(dp)

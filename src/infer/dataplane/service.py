@@ -63,7 +63,6 @@ class DataPlane:
         registry: ModelRegistry,
         dispatcher: Dispatcher,
         *,
-        explicit: bool = False,
         cache: ResponseCache | None = None,
         router: Router | None = None,
     ) -> None:
@@ -72,7 +71,6 @@ class DataPlane:
         self.router = router
         self._shadow_tasks: set[asyncio.Future[None]] = set()
         self.dispatcher = dispatcher
-        self.explicit = explicit
         self.started = False
         self.stopping = False
 
@@ -247,8 +245,3 @@ class DataPlane:
         if name not in {e.name for e in self.registry.index()}:
             raise NotFound(f"model '{name}' is not known")
         await self.registry.unload(name)
-
-    def loaded_versions(self) -> list[LoadedVersion]:
-        return self.registry.loaded()
-
-

@@ -53,10 +53,6 @@ class Dispatcher:
             raise Unavailable(f"model '{version.name}' version {version.version} is not accepting requests")
         return sched
 
-    @property
-    def in_flight(self) -> int:
-        return sum(s.in_flight for s in self._schedulers.values())
-
     def failure(self, version: LoadedVersion, error: InferError) -> None:
         """Count a request refused before it reached a queue."""
         self._metrics.version(version.name, str(version.version)).failure(error.code.value)

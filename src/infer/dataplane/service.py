@@ -200,8 +200,8 @@ class DataPlane:
 
     @staticmethod
     def _response(lv: LoadedVersion, request: InferRequest, outputs: dict[str, Array]) -> InferResponse:
-        names = request.outputs or [t.name for t in lv.outputs]
-        specs = {t.name: t for t in lv.outputs}
+        names = request.outputs or lv.output_names
+        specs = lv.output_specs
         return InferResponse(
             model_name=lv.name,
             model_version=str(lv.version),

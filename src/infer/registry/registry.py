@@ -44,6 +44,12 @@ class LoadedVersion:
     stats: VersionStats = field(default_factory=VersionStats)
     warmup_s: float = 0.0  # best batch-1 time seen at warm-up (seeds the scheduler's latency curve)
     serial: int = field(default_factory=lambda: next(_SERIALS))  # unique per load, never reused
+    output_specs: dict[str, TensorSpec] = field(init=False)  # by name, for building responses
+    output_names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output_specs = {t.name: t for t in self.outputs}
+        self.output_names = [t.name for t in self.outputs]
 
     @property
     def state(self) -> ModelState:

@@ -107,10 +107,11 @@ def onnx_run(model_dir: Path, feeds: Mapping[str, np.ndarray], version: int = 1)
 class ServerProcess:
     """``infer serve`` in a subprocess on ephemeral loopback ports."""
 
-    def __init__(self, repo: Path | None, *args: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, repo: Path | None, *args: str, env: Mapping[str, str] | None = None,
+                 command: str = "serve") -> None:
         tmp = Path(os.environ.get("TMPDIR", "/tmp"))
         self.port_file = tmp / f"infer-ports-{os.getpid()}-{time.monotonic_ns()}.json"
-        cmd = [sys.executable, "-m", "infer.cli", "serve", "--host", "127.0.0.1", "--grpc-port", "0",
+        cmd = [sys.executable, "-m", "infer.cli", command, "--host", "127.0.0.1", "--grpc-port", "0",
                "--metrics-port", "0", "--port-file", str(self.port_file), "--shutdown-grace", "5", *args]
         if repo is not None:
             cmd += ["--model-repository", str(repo)]
@@ -377,4 +378,22 @@ def write_faulty(repo: Path, name: str = "faulty") -> Path:
     nodes = [helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT64),
              helper.make_node("Gather", ["table", "i"], ["y"], axis=0)]
     _save(helper.make_graph(nodes, name, [x], [y], [table]), repo / name / "1" / "model.onnx")
+    return repo / name
+
+
+RULES_SPEC: dict[str, Any] = {
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4], "default": 0.0, "rules": [
+        {"when": [{"input": "x", "index": 0, "op": ">", "value": 100.0}], "then": 1.0},
+        {"when": [{"input": "x", "index": 0, "op": ">", "value": 0.0},
+                  {"input": "x", "index": 3, "op": "<=", "value": 5.0}], "then": [5.0, 6.0, 7.0, 8.0]},
+    ]}],
+}
+
+
+def write_rules(repo: Path, name: str = "rules", spec: Mapping[str, Any] | None = None) -> Path:
+    """A rule-based model (backend ``rules``) with the same signature as ``double``: x FP32 [N, 4] -> y."""
+    path = repo / name / "1" / "rules.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(spec or RULES_SPEC))
     return repo / name

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
+from grpc_health.v1.health import aio as health_aio
 
 from infer._proto import control_pb2 as cpb
 from infer._proto import control_pb2_grpc as cpb_grpc
@@ -32,14 +33,14 @@ from infer.observability.metrics import Metrics
 from infer.registry.artifacts import LocalArtifactStore
 from infer.registry.registry import ModelRegistry
 from infer.registry.repository import ModelRepository
-from infer.registry.store import RegistryStore
+from infer.registry.store import RegistryStore, open_store
 from infer.runtimes.base import RuntimeOptions
 from infer.scheduling.dispatch import Dispatcher
 from infer.transport.grpc.control_servicer import ControlServicer
 from infer.transport.grpc.interceptors import AuthInterceptor
-from infer.transport.grpc.server import HealthPublisher, build_server
+from infer.transport.grpc.server import SERVING, HealthPublisher, build_server, build_service_server
 
-__all__ = ["App", "serve"]
+__all__ = ["App", "ControlApp", "serve"]
 
 log = logging.getLogger("infer")
 
@@ -55,6 +56,7 @@ class App:
         self._server: grpc.aio.Server | None = None
         self._metrics_server: MetricsServer | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._sync_task: asyncio.Task[None] | None = None
         self.dataplane: DataPlane | None = None
         self.control: ControlPlane | None = None
         self._canaries: CanaryController | None = None
@@ -79,6 +81,8 @@ class App:
         dispatcher.on_health = registry.set_health
         cache = ResponseCache(cfg.response_cache_bytes) if cfg.response_cache_bytes > 0 else None
         self.control = _control_plane(cfg)
+        registry.add_listener(self.control)  # served versions' lifecycle moves, recorded in the store
+        self.metrics.deployments = self.control.router.figures
         dp = self.dataplane = DataPlane(
             registry, dispatcher, cache=cache,
             router=self.control.router,
@@ -95,17 +99,7 @@ class App:
             max_concurrent_rpcs=cfg.max_concurrent_rpcs, interceptors=interceptors,
             extra=[(cpb_grpc.add_ControlPlaneServicer_to_server, control, CONTROL_SERVICE)],
         )
-        address = f"{cfg.host}:{cfg.grpc_port}"
-        try:
-            creds = _server_credentials(cfg)
-            if creds is None:
-                self.grpc_port = self._server.add_insecure_port(address)
-            else:
-                self.grpc_port = self._server.add_secure_port(address, creds)
-        except RuntimeError:
-            self.grpc_port = 0
-        if self.grpc_port == 0:
-            raise InferError(f"cannot bind gRPC port {cfg.host}:{cfg.grpc_port} (already in use?)")
+        self.grpc_port = _bind(self._server, cfg)
         await self._server.start()
         await self.health.refresh()
         if cfg.metrics_port >= 0:
@@ -127,6 +121,7 @@ class App:
         self._canaries.start()
         await self.health.refresh()
         self._health_task = asyncio.create_task(self._refresh_health())
+        self._sync_task = asyncio.create_task(_sync_deployments(self.control, cfg.deployment_sync_s))
         log.info("infer serving gRPC on %s:%d, metrics on %d, repository %s",
                  cfg.host, self.grpc_port, self.metrics_port, path)
 
@@ -144,8 +139,9 @@ class App:
 
     async def stop(self) -> None:
         dp = self.dataplane
-        if self._health_task is not None:
-            self._health_task.cancel()
+        for task in (self._health_task, self._sync_task):
+            if task is not None:
+                task.cancel()
         if self._canaries is not None:
             await self._canaries.stop()
         if dp is not None:
@@ -168,10 +164,79 @@ class App:
 CONTROL_SERVICE = cpb.DESCRIPTOR.services_by_name["ControlPlane"].full_name
 
 
+class ControlApp:
+    """The control plane alone (``infer control``): registry, deployments and audit over a store that serving
+    processes share (PostgreSQL, or one SQLite file on the same host). Serving processes read deployment changes
+    from the store every ``--deployment-sync`` seconds; outcome reports and experiment figures stay with the
+    process that routed the requests."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.grpc_port = 0
+        self.control: ControlPlane | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = health_aio.HealthServicer()
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.control = _control_plane(cfg)
+        tokens = TokenTable.load(cfg.auth_tokens) if cfg.auth_tokens is not None else None
+        interceptors = [AuthInterceptor(tokens, AuditLog(cfg.audit_log))] if tokens is not None else []
+        servicer = ControlServicer(self.control, _actor_resolver(tokens))
+        self._server = build_service_server(
+            self._health, [(cpb_grpc.add_ControlPlaneServicer_to_server, servicer, CONTROL_SERVICE)],
+            max_message_bytes=cfg.max_message_bytes, max_concurrent_rpcs=cfg.max_concurrent_rpcs,
+            interceptors=interceptors,
+        )
+        self.grpc_port = _bind(self._server, cfg)
+        await self._server.start()
+        for service in ("", "ready", CONTROL_SERVICE):
+            await self._health.set(service, SERVING)
+        log.info("infer control plane serving gRPC on %s:%d", cfg.host, self.grpc_port)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.config.shutdown_grace_s)
+        if self.control is not None:
+            self.control.close()
+
+
+async def _sync_deployments(control: ControlPlane, every_s: float) -> None:
+    """Pick up deployment changes other processes sharing the store made (``infer control``, other replicas)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await control.sync()
+        except Exception:  # the store briefly unreachable: keep serving the deployments in force, retry
+            log.exception("cannot read deployments from the registry store")
+
+
+def _bind(server: grpc.aio.Server, cfg: ServerConfig) -> int:
+    address = f"{cfg.host}:{cfg.grpc_port}"
+    try:
+        creds = _server_credentials(cfg)
+        port: int = (server.add_insecure_port(address) if creds is None
+                     else server.add_secure_port(address, creds))
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise InferError(f"cannot bind gRPC port {cfg.host}:{cfg.grpc_port} (already in use?)")
+    return port
+
+
 def _control_plane(cfg: ServerConfig) -> ControlPlane:
     root = cfg.registry_dir or infer_home() / "registry"
     root.mkdir(parents=True, exist_ok=True)
-    return ControlPlane(RegistryStore.sqlite(root / "registry.db"), LocalArtifactStore(root / "artifacts"))
+    store = open_store(cfg.registry_url) if cfg.registry_url else RegistryStore.sqlite(root / "registry.db")
+    return ControlPlane(store, LocalArtifactStore(root / "artifacts"))
 
 
 def _actor_resolver(tokens: TokenTable | None) -> Callable[[Sequence[tuple[str, str]]], str]:
@@ -200,8 +265,8 @@ def _server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
 
 
-async def serve(config: ServerConfig, port_file: Path | None = None) -> int:
-    app = App(config)
+async def serve(config: ServerConfig, port_file: Path | None = None, control_only: bool = False) -> int:
+    app: App | ControlApp = ControlApp(config) if control_only else App(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
@@ -214,9 +279,10 @@ async def serve(config: ServerConfig, port_file: Path | None = None) -> int:
         return 2
     if port_file is not None:
         tmp = port_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"grpc": app.grpc_port, "metrics": app.metrics_port}))
+        metrics_port = app.metrics_port if isinstance(app, App) else -1
+        tmp.write_text(json.dumps({"grpc": app.grpc_port, "metrics": metrics_port}))
         tmp.replace(port_file)
-    print(f"infer ready grpc={app.grpc_port} metrics={app.metrics_port}", flush=True)
+    print(f"infer ready grpc={app.grpc_port} metrics={app.metrics_port if isinstance(app, App) else -1}", flush=True)
     await app.wait()
     log.info("shutting down: draining in-flight requests")
     await app.stop()

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from infer import __version__
+from infer.cli_deploy import add_deploy_parser, add_history_parser
 
 __all__ = ["main"]
 
@@ -45,8 +46,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", type=Path, help=doc("tls_key"))
     p.add_argument("--tls-client-ca", type=Path, help=doc("tls_client_ca"))
     p.add_argument("--registry-dir", type=Path, help=doc("registry_dir"))
+    p.add_argument("--registry-url", help=doc("registry_url"))
     p.add_argument("--auth-tokens", type=Path, help=doc("auth_tokens"))
     p.add_argument("--audit-log", type=Path, help=doc("audit_log"))
+    p.add_argument("--deployment-sync", type=float, default=1.0, dest="deployment_sync_s",
+                   help=doc("deployment_sync_s"))
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.add_argument("--port-file", type=Path, help="Write the bound ports as JSON here once serving.")
 
@@ -68,7 +72,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    return asyncio.run(serve(cfg, a.port_file))
+    return asyncio.run(serve(cfg, a.port_file, control_only=a.command == "control"))
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
@@ -183,36 +187,43 @@ def _is_json(text: str) -> bool:
     return True
 
 
-def _cmd_registry(a: argparse.Namespace) -> int:
+def _cmd_control(a: argparse.Namespace) -> int:
+    """One ControlPlane call built by the command's ``build`` function; the reply printed as JSON."""
     import grpc
     from google.protobuf import json_format
 
     from infer._proto import control_pb2_grpc as cpb_grpc
 
-    method, request = _registry_request(a)
+    method, request = a.build(a)
     md = [("authorization", f"Bearer {a.token}")] if a.token else None
     try:
         with _channel(a) as ch:  # type: ignore[attr-defined]
             stub = cpb_grpc.ControlPlaneStub(ch)  # type: ignore[no-untyped-call]
             reply = getattr(stub, method)(request, timeout=a.timeout, metadata=md)
     except grpc.RpcError as e:
-        print(f"infer registry {a.registry_command}: {e.code().name} {e.details()}", file=sys.stderr)
+        command = getattr(a, "registry_command", None) or getattr(a, "deploy_command", None) or ""
+        print(f"infer {a.label} {command}".rstrip() + f": {e.code().name} {e.details()}", file=sys.stderr)
         return 1
     print(json_format.MessageToJson(reply, preserving_proto_field_name=True, indent=1))
     return 0
 
 
+def _common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Flags of every control-plane command."""
+    p.add_argument("--address", default="127.0.0.1:8001")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--token", default=os.environ.get("INFER_TOKEN", ""), help="bearer token (or $INFER_TOKEN)")
+    _client_args(p)
+    p.set_defaults(fn=_cmd_control)
+    return p
+
+
 def _registry_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r = sub.add_parser("registry", help="Model registry: register, list, get, compare, history, transition.")
+    r.set_defaults(build=_registry_request, label="registry")
     rsub = r.add_subparsers(dest="registry_command", required=True)
 
-    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--address", default="127.0.0.1:8001")
-        p.add_argument("--timeout", type=float, default=30.0)
-        p.add_argument("--token", default=os.environ.get("INFER_TOKEN", ""), help="bearer token (or $INFER_TOKEN)")
-        _client_args(p)
-        p.set_defaults(fn=_cmd_registry)
-        return p
+    common = _common
 
     reg = common(rsub.add_parser("register", help="Upload a model file and register a version of it."))
     for flag in ("--model-id", "--version", "--model-type", "--framework"):
@@ -264,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="Serve a model repository over gRPC.")
     _serve_args(s)
     s.set_defaults(fn=_cmd_serve)
+    c = sub.add_parser("control", help="Serve the control plane alone (registry, deployments, audit).")
+    _serve_args(c)
+    c.set_defaults(fn=_cmd_serve)
     pr = sub.add_parser("probe", help="gRPC health check; exit 0 when SERVING (for Kubernetes exec probes).")
     pr.add_argument("--address", default="127.0.0.1:8001")
     pr.add_argument("--service", default="", help="'' = liveness, 'ready' = readiness, 'model/NAME' = one model.")
@@ -278,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     _client_args(ml)
     ml.add_argument("--token", default=os.environ.get("INFER_TOKEN", ""), help="bearer token (or $INFER_TOKEN)")
     ml.set_defaults(fn=_cmd_models)
+    add_history_parser(msub, _common)
     _registry_parser(sub)
+    add_deploy_parser(sub, _common)
     v = sub.add_parser("version", help="Print infer's version.")
     v.set_defaults(fn=lambda a: print(f"infer {__version__}") or 0)
     b = sub.add_parser("build-default-repository", help="Train and export the default models.")

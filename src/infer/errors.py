@@ -15,6 +15,7 @@ InferError (INTERNAL)
 ├── Unauthenticated (UNAUTHENTICATED)
 ├── PermissionDenied (PERMISSION_DENIED)
 ├── FailedPrecondition (FAILED_PRECONDITION)
+├── Aborted (ABORTED)            a compare-and-set lost to a concurrent writer
 ├── Unimplemented (UNIMPLEMENTED)
 └── ModelExecutionError (INTERNAL) a runtime failed while computing a batch
 ```
@@ -27,6 +28,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "Aborted",
     "AlreadyExists",
     "ArtifactCorrupted",
     "Cancelled",
@@ -59,6 +61,7 @@ class Code(enum.Enum):
     PERMISSION_DENIED = "PERMISSION_DENIED"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    ABORTED = "ABORTED"
     UNIMPLEMENTED = "UNIMPLEMENTED"
     INTERNAL = "INTERNAL"
     UNAVAILABLE = "UNAVAILABLE"
@@ -129,6 +132,12 @@ class PermissionDenied(InferError):
 
 class FailedPrecondition(InferError):
     code = Code.FAILED_PRECONDITION
+
+
+class Aborted(InferError):
+    """A conditional write found the record changed since it was read; read again and retry."""
+
+    code = Code.ABORTED
 
 
 class Unimplemented(InferError):

@@ -27,3 +27,27 @@ def test_a_zero_threshold_turns_it_off() -> None:
     h = HealthWindow(window=10, min_requests=1, degrade_at=0)
     h.record(False, 10)
     assert h.verdict(degraded=False) is None
+
+
+def test_a_slow_p99_degrades_and_a_fast_one_restores() -> None:
+    h = HealthWindow(window=10, min_requests=5, degrade_at=0.5, degrade_latency_s=0.010, latency_window=10)
+    h.record(True, 10)
+    for _ in range(4):
+        h.record_latency(0.050)
+    assert h.latency_p99 is None and h.judge(degraded=False) is None  # too few batches yet
+    h.record_latency(0.050)
+    decision = h.judge(degraded=False)
+    assert decision is not None and decision[0] is True and "p99 compute time 50.0 ms over 10.0 ms" in decision[1]
+    for _ in range(10):
+        h.record_latency(0.009)  # under the bound but above 80 % of it: stays DEGRADED
+    assert h.judge(degraded=True) is None
+    for _ in range(10):
+        h.record_latency(0.002)
+    decision = h.judge(degraded=True)
+    assert decision is not None and decision[0] is False and "back within bounds" in decision[1]
+
+
+def test_latency_is_not_kept_without_a_threshold() -> None:
+    h = HealthWindow(window=10, min_requests=1)
+    h.record_latency(5.0)
+    assert h.latency_p99 is None and h.judge(degraded=False) is None

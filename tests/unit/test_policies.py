@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from infer.errors import InvalidArgument
-from infer.routing.policies import Deployment, Target, Variant, plan, unit_hash
+from infer.routing.policies import DefaultAnswer, DefaultOutput, Deployment, Target, Variant, plan, unit_hash
 
 A, B, C = Target("m", "1"), Target("m", "2"), Target("rules")
 
@@ -46,3 +47,25 @@ def test_fallback_follows_the_chosen_variant_without_repeats() -> None:
 def test_invalid_deployments_are_refused(kwargs: dict[str, object], words: str) -> None:
     with pytest.raises(InvalidArgument, match=words):
         Deployment(**kwargs)  # type: ignore[arg-type]
+
+
+def test_default_answer_is_validated_and_shaped_per_request() -> None:
+    score = DefaultOutput("score", "FP32", (2,), (0.0, 1.0))
+    label = DefaultOutput("label", "BYTES", (), ("unknown",))
+    answer = DefaultAnswer((score, label))
+    assert score.array(3).tolist() == [[0.0, 1.0]] * 3 and score.array(3).dtype == np.float32
+    assert label.array(2).tolist() == [b"unknown", b"unknown"]
+    assert score.array(None).shape == (2,)
+    assert answer.batched
+    bad = [
+        (lambda: DefaultOutput("s", "FP32", (3,), (0.0, 1.0)), "2 values do not fill shape [3]"),
+        (lambda: DefaultOutput("s", "FP33", (1,), (0.0,)), "unknown datatype 'FP33'"),
+        (lambda: DefaultOutput("s", "INT64", (1,), ("x",)), "give numbers for INT64"),
+        (lambda: DefaultOutput("s", "BYTES", (1,), (1.0,)), "give strings for BYTES"),
+        (lambda: DefaultAnswer((score, score)), "each name once"),
+        (lambda: DefaultAnswer(()), "at least one output"),
+    ]
+    for make, words in bad:
+        with pytest.raises(InvalidArgument) as e:
+            make()
+        assert words in e.value.message

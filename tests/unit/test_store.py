@@ -268,3 +268,32 @@ def test_sigkill_mid_writes_leaves_the_registry_consistent(tmp_path: Path, attem
         latest = reopened.list(model_id="crash")[-1]
         reopened.register(record("9.0.0", model_id="crash", parent_version=latest.version))
         assert reopened.get("crash", "9.0.0").parent_version == latest.version
+
+
+# ---------------------------------------------------------------------------------------------------------- open_store
+
+from infer.registry.store import open_store  # noqa: E402
+
+
+@pytest.mark.parametrize("form", ["url", "path"])
+def test_open_store_names_sqlite_by_url_or_path(tmp_path: Path, form: str) -> None:
+    path = tmp_path / "not" / "yet" / "registry.db"  # missing directories are created
+    with open_store(f"sqlite://{path}" if form == "url" else str(path)) as store:
+        assert store.dialect is SQLITE
+        store.register(record())
+    with RegistryStore.sqlite(path) as again:  # the very file the URL named
+        assert again.get("fraud", "1.0.0").artifact_sha256 == DIGEST
+
+
+@pytest.mark.parametrize("url", ["", "  ", "sqlite://relative.db", "sqlite:///", "mysql://db/registry",
+                                 "http://example.com/registry.db"])
+def test_open_store_refuses_what_it_cannot_open(url: str) -> None:
+    with pytest.raises(InvalidArgument):
+        open_store(url)
+
+
+@pytest.mark.parametrize("url", ["postgresql://infer@db.example:5432/registry", "postgres://db.example/registry"])
+def test_open_store_without_psycopg_names_the_extra(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the postgres extra were not installed
+    with pytest.raises(FailedPrecondition, match=r"pip install 'infer\[postgres\]'"):
+        open_store(url)

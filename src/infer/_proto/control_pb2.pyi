@@ -75,7 +75,7 @@ class Variant(_message.Message):
     def __init__(self, target: _Optional[_Union[Target, _Mapping]] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "variants", "sticky_key", "fallback", "link_timeout_us", "shadow", "shadow_tolerance", "shadow_stats", "canary", "promote_when_p_below", "promote_min_samples")
+    __slots__ = ("name", "variants", "sticky_key", "fallback", "link_timeout_us", "shadow", "shadow_tolerance", "shadow_stats", "canary", "promote_when_p_below", "promote_min_samples", "revision", "default_answer")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
     STICKY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,8 @@ class Deployment(_message.Message):
     CANARY_FIELD_NUMBER: _ClassVar[int]
     PROMOTE_WHEN_P_BELOW_FIELD_NUMBER: _ClassVar[int]
     PROMOTE_MIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_ANSWER_FIELD_NUMBER: _ClassVar[int]
     name: str
     variants: _containers.RepeatedCompositeFieldContainer[Variant]
     sticky_key: str
@@ -98,7 +100,31 @@ class Deployment(_message.Message):
     canary: Canary
     promote_when_p_below: float
     promote_min_samples: int
-    def __init__(self, name: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., sticky_key: _Optional[str] = ..., fallback: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., link_timeout_us: _Optional[int] = ..., shadow: _Optional[_Union[Target, _Mapping]] = ..., shadow_tolerance: _Optional[float] = ..., shadow_stats: _Optional[_Union[ShadowStats, _Mapping]] = ..., canary: _Optional[_Union[Canary, _Mapping]] = ..., promote_when_p_below: _Optional[float] = ..., promote_min_samples: _Optional[int] = ...) -> None: ...
+    revision: int
+    default_answer: DefaultAnswer
+    def __init__(self, name: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., sticky_key: _Optional[str] = ..., fallback: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., link_timeout_us: _Optional[int] = ..., shadow: _Optional[_Union[Target, _Mapping]] = ..., shadow_tolerance: _Optional[float] = ..., shadow_stats: _Optional[_Union[ShadowStats, _Mapping]] = ..., canary: _Optional[_Union[Canary, _Mapping]] = ..., promote_when_p_below: _Optional[float] = ..., promote_min_samples: _Optional[int] = ..., revision: _Optional[int] = ..., default_answer: _Optional[_Union[DefaultAnswer, _Mapping]] = ...) -> None: ...
+
+class DefaultOutput(_message.Message):
+    __slots__ = ("name", "datatype", "shape", "numbers", "strings")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATATYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    STRINGS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    datatype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    numbers: _containers.RepeatedScalarFieldContainer[float]
+    strings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., numbers: _Optional[_Iterable[float]] = ..., strings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DefaultAnswer(_message.Message):
+    __slots__ = ("outputs", "unbatched")
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    UNBATCHED_FIELD_NUMBER: _ClassVar[int]
+    outputs: _containers.RepeatedCompositeFieldContainer[DefaultOutput]
+    unbatched: bool
+    def __init__(self, outputs: _Optional[_Iterable[_Union[DefaultOutput, _Mapping]]] = ..., unbatched: _Optional[bool] = ...) -> None: ...
 
 class CanaryStage(_message.Message):
     __slots__ = ("percent", "duration_s")
@@ -147,10 +173,12 @@ class ShadowStats(_message.Message):
     def __init__(self, compared: _Optional[int] = ..., matched: _Optional[int] = ..., mismatched: _Optional[int] = ..., errors: _Optional[int] = ..., skipped: _Optional[int] = ..., max_abs_diff: _Optional[float] = ...) -> None: ...
 
 class DeploymentRef(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "revision")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    revision: int
+    def __init__(self, name: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class ListDeploymentsRequest(_message.Message):
     __slots__ = ()
@@ -357,3 +385,37 @@ class AuditLogResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
+
+class ServingHistoryRequest(_message.Message):
+    __slots__ = ("model", "version", "limit")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    limit: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ServingTransition(_message.Message):
+    __slots__ = ("model", "version", "at", "source", "target", "reason", "server")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    at: float
+    source: str
+    target: str
+    reason: str
+    server: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., at: _Optional[float] = ..., source: _Optional[str] = ..., target: _Optional[str] = ..., reason: _Optional[str] = ..., server: _Optional[str] = ...) -> None: ...
+
+class ServingHistoryResponse(_message.Message):
+    __slots__ = ("transitions",)
+    TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
+    transitions: _containers.RepeatedCompositeFieldContainer[ServingTransition]
+    def __init__(self, transitions: _Optional[_Iterable[_Union[ServingTransition, _Mapping]]] = ...) -> None: ...

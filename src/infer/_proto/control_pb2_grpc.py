@@ -69,6 +69,11 @@ class ControlPlaneStub:
                 request_serializer=control__pb2.AuditLogRequest.SerializeToString,
                 response_deserializer=control__pb2.AuditLogResponse.FromString,
                 _registered_method=True)
+        self.ServingHistory = channel.unary_unary(
+                '/infer.control.v1.ControlPlane/ServingHistory',
+                request_serializer=control__pb2.ServingHistoryRequest.SerializeToString,
+                response_deserializer=control__pb2.ServingHistoryResponse.FromString,
+                _registered_method=True)
         self.SetDeployment = channel.unary_unary(
                 '/infer.control.v1.ControlPlane/SetDeployment',
                 request_serializer=control__pb2.Deployment.SerializeToString,
@@ -148,8 +153,16 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ServingHistory(self, request, context):
+        """LOAD -> WARM -> ACTIVE <-> DEGRADED, ERROR, UNLOADING, UNLOADED moves of the versions servers loaded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetDeployment(self, request, context):
-        """Traffic policies on a name clients call: A/B split (sticky by a request parameter) and fallback chain.
+        """Traffic policies on a name clients call: A/B split (sticky by a request parameter), canary, shadow and
+        fallback chain. Set with a nonzero `revision` is a compare-and-set: ABORTED when the stored one differs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -223,6 +236,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.AuditLog,
                     request_deserializer=control__pb2.AuditLogRequest.FromString,
                     response_serializer=control__pb2.AuditLogResponse.SerializeToString,
+            ),
+            'ServingHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServingHistory,
+                    request_deserializer=control__pb2.ServingHistoryRequest.FromString,
+                    response_serializer=control__pb2.ServingHistoryResponse.SerializeToString,
             ),
             'SetDeployment': grpc.unary_unary_rpc_method_handler(
                     servicer.SetDeployment,
@@ -444,6 +462,33 @@ class ControlPlane:
             '/infer.control.v1.ControlPlane/AuditLog',
             control__pb2.AuditLogRequest.SerializeToString,
             control__pb2.AuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServingHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infer.control.v1.ControlPlane/ServingHistory',
+            control__pb2.ServingHistoryRequest.SerializeToString,
+            control__pb2.ServingHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,15 @@ class ServerConfig(BaseModel):
     registry_dir: Path | None = Field(
         None, description="Model registry database and artifacts (default: $INFER_HOME/registry)."
     )
+    registry_url: str | None = Field(
+        None,
+        description="Registry metadata database, instead of the SQLite file in --registry-dir (artifacts stay there): "
+        "postgresql://USER@HOST:PORT/DB (needs the postgres extra; keep the password in PGPASSWORD or ~/.pgpass), "
+        "sqlite:///ABS/PATH.db or a path.",
+    )
+    deployment_sync_s: float = Field(
+        1.0, gt=0, le=3600, description="How often deployment changes made by other processes are read from the store."
+    )
     auth_tokens: Path | None = Field(
         None, description="JSON token file: every call but health checks needs 'authorization: Bearer <token>'."
     )

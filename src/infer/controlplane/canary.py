@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 
 from infer.controlplane.service import ControlPlane
+from infer.errors import Aborted
 from infer.routing.experiment import Comparison, VariantStats
 from infer.routing.policies import Canary, Deployment, Target, Variant
 
@@ -74,9 +75,13 @@ class CanaryController:
 
     async def tick(self) -> None:
         router = self._cp.router
-        for dep in router.all():
+        for name in [d.name for d in router.all()]:
+            # the deployment and its revision read together, with no await between them
+            dep, revision = router.get(name), self._cp.revisions.get(name, 0)
+            if dep is None:
+                continue
             if dep.variants and dep.promote_when_p_below > 0:
-                await self._judge_experiment(dep)
+                await self._judge_experiment(dep, revision)
             window = router.canary_windows.get(dep.name)
             if dep.canary is None or window is None:
                 continue
@@ -84,9 +89,18 @@ class CanaryController:
                         time.monotonic() - window.started)
             if nxt is not None:
                 log.warning("deployment %s canary: %s (%s)", dep.name, nxt.status, nxt.reason)
-                await self._cp.set_deployment(replace(dep, canary=nxt), actor="canary")
+                await self._write(replace(dep, canary=nxt), revision, "canary")
 
-    async def _judge_experiment(self, dep: Deployment) -> None:
+    async def _write(self, dep: Deployment, revision: int, actor: str) -> None:
+        """Compare-and-set against the revision the judged deployment came from: a change someone made while
+        this tick judged (a user's SetDeployment, another server's controller) wins, and is judged next tick."""
+        try:
+            await self._cp.set_deployment(dep, actor=actor, expected_revision=revision)
+        except Aborted as e:
+            log.info("deployment %s changed while judged; not applied: %s", dep.name, e.message)
+            await self._cp.sync()
+
+    async def _judge_experiment(self, dep: Deployment, revision: int) -> None:
         rows, verdict = self._cp.experiment(dep.name)
         best = winner(dep, rows, verdict)
         if best is None:
@@ -94,4 +108,4 @@ class CanaryController:
         log.warning("deployment %s: %s wins (%s difference %.4g, p=%.3g); promoting", dep.name, best.label(),
                     verdict.metric, verdict.difference, verdict.p_value)
         promoted = replace(dep, variants=(Variant(best, 1.0),), promote_when_p_below=0.0)
-        await self._cp.set_deployment(promoted, actor="ab-test")
+        await self._write(promoted, revision, "ab-test")

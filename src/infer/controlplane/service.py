@@ -7,19 +7,27 @@ a worker thread and the event loop keeps serving inference.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from infer.errors import InvalidArgument, NotFound
 from infer.registry.artifacts import ArtifactStore
-from infer.registry.store import AuditEntry, ModelVersionRecord, RegistryStore, TransitionRecord
+from infer.registry.registry import LoadedVersion
+from infer.registry.store import AuditEntry, ModelVersionRecord, RegistryStore, ServingTransition, TransitionRecord
 from infer.routing.experiment import Comparison, VariantStats, compare
-from infer.routing.policies import Canary, Deployment, Target, Variant
+from infer.routing.policies import Canary, DefaultAnswer, DefaultOutput, Deployment, Target, Variant
 from infer.routing.router import Router
 
 __all__ = ["ControlPlane", "deployment_from_dict", "deployment_to_dict"]
+
+log = logging.getLogger(__name__)
 
 
 def deployment_to_dict(dep: Deployment) -> dict[str, Any]:
@@ -32,6 +40,11 @@ def deployment_to_dict(dep: Deployment) -> dict[str, Any]:
         "shadow_tolerance": dep.shadow_tolerance,
         "promote_when_p_below": dep.promote_when_p_below,
         "promote_min_samples": dep.promote_min_samples,
+        "default_answer": None if dep.default_answer is None else {
+            "batched": dep.default_answer.batched,
+            "outputs": [{"name": o.name, "datatype": o.datatype, "shape": list(o.shape), "values": list(o.values)}
+                        for o in dep.default_answer.outputs],
+        },
         "canary": None if dep.canary is None else {
             "baseline": {"model": dep.canary.baseline.model, "version": dep.canary.baseline.version},
             "canary": {"model": dep.canary.canary.model, "version": dep.canary.canary.version},
@@ -55,6 +68,11 @@ def deployment_from_dict(name: str, d: dict[str, Any]) -> Deployment:
         canary=_canary_from_dict(d["canary"]) if d.get("canary") else None,
         promote_when_p_below=float(d.get("promote_when_p_below", 0.0)),
         promote_min_samples=int(d.get("promote_min_samples", 100)),
+        default_answer=DefaultAnswer(
+            tuple(DefaultOutput(o["name"], o["datatype"], tuple(o["shape"]), tuple(o["values"]))
+                  for o in d["default_answer"]["outputs"]),
+            batched=bool(d["default_answer"].get("batched", True)),
+        ) if d.get("default_answer") else None,
     )
 
 
@@ -69,18 +87,89 @@ def _canary_from_dict(c: dict[str, Any]) -> Canary:
 
 
 class ControlPlane:
+    """Registry, deployments and audit, persisted in one store that several server processes may share.
+
+    A deployment takes traffic only once the store has it. Each process keeps the deployments in force in its
+    router and polls the store's revisions (:meth:`sync`), so a change made through any process (or a control
+    plane running apart, ``infer control``) reaches every process sharing the store within a poll.
+    """
+
     def __init__(self, store: RegistryStore, artifacts: ArtifactStore, router: Router | None = None) -> None:
         self.store = store
         self.artifacts = artifacts
         self.router = router or Router()
-        for name, spec in store.deployments().items():
+        self.revisions: dict[str, int] = {}
+        self.server_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer-lifecycle")
+        for name, (spec, revision) in store.deployments_with_revisions().items():
             self.router.put(deployment_from_dict(name, spec))
+            self.revisions[name] = revision
 
-    async def set_deployment(self, dep: Deployment, actor: str) -> Deployment:
-        """Persist, then put in force: a deployment the store did not keep never takes traffic."""
-        await asyncio.to_thread(self.store.put_deployment, dep.name, deployment_to_dict(dep), actor)
-        self.router.put(dep)
+    async def set_deployment(self, dep: Deployment, actor: str, expected_revision: int | None = None) -> Deployment:
+        """Persist, then put in force: a deployment the store did not keep never takes traffic.
+
+        With ``expected_revision`` (0: must not exist yet) the write is a compare-and-set that raises Aborted when
+        another writer changed the deployment first.
+        """
+        revision = await asyncio.to_thread(
+            self.store.put_deployment, dep.name, deployment_to_dict(dep), actor, expected_revision
+        )
+        if revision > self.revisions.get(dep.name, 0):
+            self.router.put(dep)
+            self.revisions[dep.name] = revision
         return dep
+
+    async def sync(self) -> int:
+        """Bring the router up to the store's deployments; returns how many changed."""
+        stored = await asyncio.to_thread(self.store.deployment_revisions)
+        changed = [n for n, r in stored.items() if r > self.revisions.get(n, 0)]
+        gone = [n for n in self.revisions if n not in stored]
+        if changed:
+            specs = await asyncio.to_thread(self.store.deployments_with_revisions)
+            for name in changed:
+                if name in specs and specs[name][1] > self.revisions.get(name, 0):
+                    spec, revision = specs[name]
+                    self.router.put(deployment_from_dict(name, spec))
+                    self.revisions[name] = revision
+        if gone:
+            again = await asyncio.to_thread(self.store.deployment_revisions)  # not recreated meanwhile
+            for name in gone:
+                if name not in again:
+                    self.router.remove(name)
+                    self.revisions.pop(name, None)
+        return len(changed) + len(gone)
+
+    # ---- lifecycle of served versions (a VersionListener of the model registry) --------------
+
+    async def version_ready(self, version: LoadedVersion) -> None:
+        pass
+
+    async def version_retiring(self, version: LoadedVersion) -> None:
+        pass
+
+    def version_state(self, version: LoadedVersion) -> None:
+        """Record the move in the store, in order, off the event loop (a write never delays serving)."""
+        history = version.lifecycle.history
+        if history:
+            t = history[-1]
+            row = ServingTransition(version.name, version.version, t.at, t.source.value, t.target.value, t.reason,
+                                    self.server_id)
+        else:
+            row = ServingTransition(version.name, version.version, time.time(), None, version.state.value,
+                                    "load started", self.server_id)
+        self._writer.submit(self._write_serving, row)
+
+    def _write_serving(self, row: ServingTransition) -> None:
+        try:
+            self.store.record_serving_transitions([row])
+        except Exception:  # the store being down must not stop serving; the move is still in memory and logged
+            log.exception("cannot record %s version %d -> %s", row.model, row.version, row.target)
+
+    async def serving_history(self, model: str, version: int, limit: int) -> list[ServingTransition]:
+        if not model:
+            raise InvalidArgument("model: required")
+        await asyncio.get_running_loop().run_in_executor(self._writer, lambda: None)  # writes queued before this
+        return await asyncio.to_thread(self.store.serving_history, model, version, limit)
 
     def get_deployment(self, name: str) -> Deployment:
         dep = self.router.get(name)
@@ -105,10 +194,11 @@ class ControlPlane:
         verdict = compare(rows[0][1], rows[1][1]) if len(rows) > 1 else Comparison("none", 0, 0, 0, 1.0)
         return rows, verdict
 
-    async def delete_deployment(self, name: str, actor: str) -> None:
-        if not await asyncio.to_thread(self.store.delete_deployment, name, actor):
+    async def delete_deployment(self, name: str, actor: str, expected_revision: int | None = None) -> None:
+        if not await asyncio.to_thread(self.store.delete_deployment, name, actor, expected_revision):
             raise NotFound(f"deployment '{name}' does not exist")
         self.router.remove(name)
+        self.revisions.pop(name, None)
 
     async def register(
         self,
@@ -160,6 +250,7 @@ class ControlPlane:
         return await asyncio.to_thread(self.store.audit_log, limit)
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)  # every recorded move is written before the store closes
         self.store.close()
 
 

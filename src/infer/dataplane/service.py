@@ -13,7 +13,7 @@ from infer import __version__
 from infer.config.model import ModelConfig
 from infer.config.pbtxt import config_from_json
 from infer.core.stats import VersionStats
-from infer.core.types import InferRequest, InferResponse, Tensor, TensorSpec
+from infer.core.types import DataType, InferRequest, InferResponse, Tensor, TensorSpec
 from infer.dataplane.cache import ResponseCache, cache_key
 from infer.dataplane.validate import reserved_parameters, validate_inputs, validate_outputs
 from infer.errors import DeadlineExceeded, InferError, ModelExecutionError, NotFound, Unavailable
@@ -138,7 +138,26 @@ class DataPlane:
             if dep.shadow is not None:
                 self._send_shadow(dep, request, resp)
             return resp
+        if dep.default_answer is not None:
+            self.router.observe_default(dep.name)
+            return self._default_response(dep, request, len(targets))
         raise error
+
+    @staticmethod
+    def _default_response(dep: Deployment, request: InferRequest, depth: int) -> InferResponse:
+        """The chain's last link: the deployment's fixed answer, shaped to the request's batch."""
+        answer = dep.default_answer
+        assert answer is not None
+        rows = None
+        if answer.batched:
+            first = request.inputs[0].data if request.inputs else None
+            rows = int(first.shape[0]) if first is not None and first.ndim else 1
+        wanted = set(request.outputs)
+        outputs = [Tensor(o.name, DataType(o.datatype), o.array(rows))
+                   for o in answer.outputs if not wanted or o.name in wanted]
+        return InferResponse(model_name=dep.name, model_version="default", id=request.id, outputs=outputs,
+                             parameters={"infer.deployment": dep.name, "infer.target": "default",
+                                         "infer.fallback_depth": depth})
 
     def _send_shadow(self, dep: Deployment, request: InferRequest, live: InferResponse) -> None:
         """A copy of the request to the shadow target, compared when it answers; never returned."""

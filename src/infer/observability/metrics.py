@@ -11,13 +11,14 @@ Names: ``infer_`` prefix, counters end in ``_total``, durations in ``_seconds``.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["Histogram", "Metrics", "VersionMetrics"]
+__all__ = ["DeploymentFigures", "Histogram", "LinkFigures", "Metrics", "VersionMetrics"]
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    10.0)
@@ -77,6 +78,66 @@ class VersionMetrics:
         self.compute_duration.observe(compute_s)
 
 
+@dataclass(frozen=True, slots=True)
+class LinkFigures:
+    """A deployment target's attempts (variant, canary or fallback link) and the outcomes callers reported."""
+
+    target: str  # model:version
+    attempts: int
+    errors: int
+    latency_s: float  # summed over successful attempts
+    outcomes: int = 0
+    outcome_sum: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentFigures:
+    """One deployment's figures, read at scrape time from whatever routes traffic."""
+
+    name: str
+    links: tuple[LinkFigures, ...]
+    default_answers: int = 0
+    shadow: dict[str, int] = field(default_factory=dict)  # compared, matched, mismatched, errors, skipped
+    canary_stage: int = -1  # -1: no canary
+    canary_percent: float = 0.0
+    canary_status: str = ""
+
+
+def _deployment_families(rows: Iterable[DeploymentFigures]) -> Iterator[Metric]:
+    dt = ["deployment", "target"]
+    attempts = CounterMetricFamily("infer_deployment_attempts", "Attempts per deployment target, by outcome.",
+                                   labels=[*dt, "outcome"])
+    seconds = CounterMetricFamily("infer_deployment_attempt_seconds",
+                                  "Time spent in successful attempts per deployment target.", labels=dt)
+    outcomes = CounterMetricFamily("infer_deployment_outcomes", "Outcomes reported back per variant.", labels=dt)
+    outcome_sum = CounterMetricFamily("infer_deployment_outcome_sum", "Sum of outcomes reported per variant.",
+                                      labels=dt)
+    defaults = CounterMetricFamily("infer_deployment_default_answers",
+                                   "Requests answered by the deployment's default answer.", labels=["deployment"])
+    shadow = CounterMetricFamily("infer_deployment_shadow", "Shadow copies by result.",
+                                 labels=["deployment", "result"])
+    stage = GaugeMetricFamily("infer_deployment_canary_stage", "Index of the canary's current stage.",
+                              labels=["deployment", "status"])
+    percent = GaugeMetricFamily("infer_deployment_canary_percent", "Share of traffic the canary gets now.",
+                                labels=["deployment"])
+    for d in rows:
+        for link in d.links:
+            lv = [d.name, link.target]
+            attempts.add_metric([*lv, "success"], link.attempts - link.errors)
+            attempts.add_metric([*lv, "error"], link.errors)
+            seconds.add_metric(lv, link.latency_s)
+            if link.outcomes:
+                outcomes.add_metric(lv, link.outcomes)
+                outcome_sum.add_metric(lv, link.outcome_sum)
+        defaults.add_metric([d.name], d.default_answers)
+        for result, n in sorted(d.shadow.items()):
+            shadow.add_metric([d.name, result], n)
+        if d.canary_stage >= 0:
+            stage.add_metric([d.name, d.canary_status], d.canary_stage)
+            percent.add_metric([d.name], d.canary_percent)
+    yield from (attempts, seconds, outcomes, outcome_sum, defaults, shadow, stage, percent)
+
+
 class _Collector(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
@@ -124,12 +185,15 @@ class _Collector(Collector):
                 fam.add_metric(lv, h.cumulative(), h.sum)
         yield from fams.values()
         yield from hists.values()
+        if self._m.deployments is not None:
+            yield from _deployment_families(self._m.deployments())
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.children: dict[tuple[str, str], VersionMetrics] = {}
+        self.deployments: Callable[[], Iterable[DeploymentFigures]] | None = None  # set by whoever routes traffic
         self.registry.register(_Collector(self))
 
     def version(self, name: str, version: str) -> VersionMetrics:

@@ -64,4 +64,6 @@ class ModelRepository:
         for v in versions:
             if (self.version_dir(name, v) / "model.onnx").is_file():
                 return "onnxruntime_onnx"
+            if (self.version_dir(name, v) / "rules.json").is_file():
+                return "rules"
         return ""

@@ -2,9 +2,10 @@
 
 One code path, two databases. SQLite (stdlib ``sqlite3``) is the default: embedded, WAL journal, ``synchronous=FULL``,
 foreign keys on, and every write in one ``BEGIN IMMEDIATE`` transaction, so a process killed with SIGKILL in the middle
-of a write leaves either the whole write or none of it. PostgreSQL is chosen by configuration: pass a DB-API
-``connect`` callable from a well-kept driver (psycopg 3: ``lambda: psycopg.connect(dsn)``) and ``dialect=POSTGRES``;
-infer itself takes no dependency on a driver. The SQL is the same for both; what differs (placeholders, the
+of a write leaves either the whole write or none of it. PostgreSQL is chosen by configuration: :func:`open_store` with a
+``postgresql://`` URL, or :meth:`RegistryStore.postgres`, through psycopg 3 (LGPL-3.0, hence only in the optional
+``postgres`` extra and imported when first used); any DB-API ``connect`` callable with ``dialect=POSTGRES`` works
+too. The SQL is the same for both; what differs (placeholders, the
 auto-increment key, how a write transaction starts and locks) lives in :class:`Dialect`.
 
 Tables (``schema_version`` records which migrations ran; :data:`_MIGRATIONS` only ever grows)::
@@ -15,6 +16,8 @@ Tables (``schema_version`` records which migrations ran; :data:`_MIGRATIONS` onl
              PK(model_id, version); (model_id, parent_version) -> versions)
     transitions(id, model_id, version, at, source, target, reason, actor)    every status change, registration included
     audit(id, at, actor, action, detail JSON)
+    deployments(name PK, spec JSON, updated_at, revision)      revision = id of the audit entry of the last write
+    serving_transitions(id, model, version, at, source, target, reason, server)  served versions' lifecycle moves
 
 Registration writes the version, its first transition (``None -> status``) and an audit row in one transaction;
 :meth:`RegistryStore.record_transition` updates the status, appends the transition and the audit row in one
@@ -42,7 +45,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from infer.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from infer.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 __all__ = [
     "POSTGRES",
@@ -53,7 +56,10 @@ __all__ = [
     "Dialect",
     "ModelVersionRecord",
     "RegistryStore",
+    "ServingTransition",
     "TransitionRecord",
+    "open_store",
+    "postgres_connect",
     "semver_key",
     "sqlite_connect",
 ]
@@ -143,6 +149,19 @@ class TransitionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ServingTransition:
+    """A lifecycle move of a version a server loaded (repository version numbers, not registry semvers)."""
+
+    model: str
+    version: int
+    at: float
+    source: str | None  # None: the load began
+    target: str
+    reason: str
+    server: str  # host:pid of the process that made the move
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     id: int
     at: float
@@ -183,7 +202,10 @@ POSTGRES = Dialect(
     name="postgres",
     paramstyle="format",
     id_column="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-    begin_write=None,  # DB-API drivers open a transaction on the first statement when autocommit is off
+    # The driver opens the transaction (autocommit off); its first statement takes one database-wide lock that every
+    # writer takes first, as SQLite's BEGIN IMMEDIATE does: without it, concurrent CREATE TABLE IF NOT EXISTS (two
+    # stores migrating) and inserts of the same new key (models, deployments) fail with unique violations.
+    begin_write="SELECT pg_advisory_xact_lock(452823770482)",  # the key: b"infer" as a big-endian integer
     begin_read=None,
     for_update=" FOR UPDATE",
     lock_schema="LOCK TABLE schema_version IN ACCESS EXCLUSIVE MODE",
@@ -241,7 +263,24 @@ def _migration_2(d: Dialect) -> list[str]:
             "updated_at DOUBLE PRECISION NOT NULL)"]
 
 
-_MIGRATIONS: tuple[Callable[[Dialect], list[str]], ...] = (_migration_1, _migration_2)
+def _migration_3(d: Dialect) -> list[str]:
+    """Deployment revisions (for compare-and-set writes and change polling) and served versions' lifecycle."""
+    return [
+        "ALTER TABLE deployments ADD COLUMN revision BIGINT NOT NULL DEFAULT 0",
+        f"""CREATE TABLE serving_transitions (
+            id {d.id_column},
+            model TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            source TEXT,
+            target TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            server TEXT NOT NULL)""",
+        "CREATE INDEX serving_transitions_by_model ON serving_transitions (model, version, id)",
+    ]
+
+
+_MIGRATIONS: tuple[Callable[[Dialect], list[str]], ...] = (_migration_1, _migration_2, _migration_3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _VERSION_COLUMNS = (
@@ -274,6 +313,42 @@ def sqlite_connect(path: Path | str, timeout_s: float = 30.0) -> Connection:
     return conn
 
 
+def postgres_connect(dsn: str) -> Connection:
+    """A PostgreSQL connection (psycopg 3) set up for the store: autocommit off, so psycopg opens a transaction at the
+    first statement and the store's commit or rollback ends it. ``dsn``: a libpq URL or ``key=value`` string."""
+    try:
+        import psycopg  # LGPL-3.0: an optional extra, imported only when PostgreSQL is chosen
+    except ImportError as e:
+        raise FailedPrecondition(
+            f"a PostgreSQL registry needs psycopg 3, which is not installed ({e}): pip install 'infer[postgres]'"
+        ) from None
+    try:
+        conn: Connection = psycopg.connect(dsn, autocommit=False)
+    except psycopg.OperationalError as e:
+        raise Unavailable(f"cannot connect to the registry database: {str(e).strip()}") from None
+    return conn
+
+
+def open_store(url: str, clock: Callable[[], float] = time.time) -> RegistryStore:
+    """The store ``url`` names: ``postgresql://...`` or ``postgres://...`` (PostgreSQL, a libpq URL), or
+    ``sqlite:///abs/path.db`` or a plain filesystem path (SQLite; missing parent directories are created)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        if not url.strip():
+            raise InvalidArgument("the registry URL is empty")
+        path = Path(url)
+    elif scheme in ("postgresql", "postgres"):
+        return RegistryStore.postgres(url, clock)
+    elif scheme == "sqlite":
+        if not rest.startswith("/") or rest == "/":
+            raise InvalidArgument(f"registry URL {url!r}: a SQLite URL takes an absolute path, sqlite:///abs/path.db")
+        path = Path(rest)
+    else:
+        raise InvalidArgument(f"registry URL {url!r}: the scheme must be postgresql://, postgres:// or sqlite:///")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return RegistryStore.sqlite(path, clock)
+
+
 # ---------------------------------------------------------------------------------------------------------- the store
 
 
@@ -290,11 +365,20 @@ class RegistryStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._conn = connect()
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self._conn.close()  # a refused or failed migration must not leak a server connection
+            raise
 
     @classmethod
     def sqlite(cls, path: Path | str, clock: Callable[[], float] = time.time) -> RegistryStore:
         return cls(lambda: sqlite_connect(path), SQLITE, clock)
+
+    @classmethod
+    def postgres(cls, dsn: str, clock: Callable[[], float] = time.time) -> RegistryStore:
+        """A store in the PostgreSQL database ``dsn`` names (psycopg 3, the ``postgres`` extra)."""
+        return cls(lambda: postgres_connect(dsn), POSTGRES, clock)
 
     def close(self) -> None:
         with self._lock:
@@ -507,27 +591,80 @@ class RegistryStore:
 
     # -- deployments
 
-    def put_deployment(self, name: str, spec: Mapping[str, Any], actor: str = "system") -> None:
-        """Create or replace a deployment's spec (JSON-serialisable), audited in the same transaction."""
+    def put_deployment(
+        self, name: str, spec: Mapping[str, Any], actor: str = "system", expected_revision: int | None = None
+    ) -> int:
+        """Create or replace a deployment's spec (JSON-serialisable), audited in the same transaction.
+
+        Returns the new revision: the id of the audit entry that recorded the write, so revisions only grow, across
+        deletes and re-creations too. With ``expected_revision`` the write is a compare-and-set: it is refused with
+        Aborted unless the deployment's current revision is that number (0: the deployment must not exist).
+        """
         text = json.dumps(spec, sort_keys=True)
         with self._transaction(write=True) as tx:
             now = self._clock()
+            row = tx.one(f"SELECT revision FROM deployments WHERE name = ?{self.dialect.for_update}", (name,))
+            current = 0 if row is None else int(row[0])
+            if expected_revision is not None and current != expected_revision:
+                raise Aborted(f"deployment '{name}' is at revision {current}, not {expected_revision}: "
+                              "it changed since it was read; read it again and retry")
+            entry = self._append_audit(tx, now, actor, "set_deployment", {"name": name, "spec": dict(spec)})
             tx.execute("DELETE FROM deployments WHERE name = ?", (name,))
-            tx.execute("INSERT INTO deployments (name, spec, updated_at) VALUES (?, ?, ?)", (name, text, now))
-            self._append_audit(tx, now, actor, "set_deployment", {"name": name, "spec": dict(spec)})
+            tx.execute("INSERT INTO deployments (name, spec, updated_at, revision) VALUES (?, ?, ?, ?)",
+                       (name, text, now, entry.id))
+        return entry.id
 
-    def delete_deployment(self, name: str, actor: str = "system") -> bool:
+    def delete_deployment(self, name: str, actor: str = "system", expected_revision: int | None = None) -> bool:
         with self._transaction(write=True) as tx:
-            found = tx.one("SELECT name FROM deployments WHERE name = ?", (name,)) is not None
-            if found:
+            row = tx.one(f"SELECT revision FROM deployments WHERE name = ?{self.dialect.for_update}", (name,))
+            if expected_revision is not None and (0 if row is None else int(row[0])) != expected_revision:
+                raise Aborted(f"deployment '{name}' changed since it was read (revision is not {expected_revision})")
+            if row is not None:
                 tx.execute("DELETE FROM deployments WHERE name = ?", (name,))
                 self._append_audit(tx, self._clock(), actor, "delete_deployment", {"name": name})
-            return found
+            return row is not None
 
     def deployments(self) -> dict[str, dict[str, Any]]:
+        return {name: spec for name, (spec, _) in self.deployments_with_revisions().items()}
+
+    def deployments_with_revisions(self) -> dict[str, tuple[dict[str, Any], int]]:
         with self._transaction(write=False) as tx:
-            rows = tx.all("SELECT name, spec FROM deployments ORDER BY name")
-        return {name: json.loads(spec) for name, spec in rows}
+            rows = tx.all("SELECT name, spec, revision FROM deployments ORDER BY name")
+        return {name: (json.loads(spec), int(rev)) for name, spec, rev in rows}
+
+    def deployment_revisions(self) -> dict[str, int]:
+        """Each deployment's revision: a cheap poll that tells which specs changed since the last one."""
+        with self._transaction(write=False) as tx:
+            rows = tx.all("SELECT name, revision FROM deployments")
+        return {name: int(rev) for name, rev in rows}
+
+    # -- lifecycle of served versions (the data plane's LOAD -> WARM -> ACTIVE ... as it happens)
+
+    def record_serving_transitions(self, rows: Sequence[ServingTransition]) -> None:
+        """Append transitions of served model versions, in order, in one transaction."""
+        if not rows:
+            return
+        with self._transaction(write=True) as tx:
+            for r in rows:
+                tx.execute("INSERT INTO serving_transitions (model, version, at, source, target, reason, server) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (r.model, r.version, r.at, r.source, r.target, r.reason[:4096], r.server))
+
+    def serving_history(
+        self, model: str, version: int = 0, limit: int = 1000
+    ) -> builtins.list[ServingTransition]:
+        """A served model's transitions (one version's when ``version`` > 0), oldest first, the newest ``limit``."""
+        if limit < 1:
+            raise InvalidArgument("limit must be at least 1")
+        where = "model = ?"
+        params: builtins.list[Any] = [model]
+        if version > 0:
+            where += " AND version = ?"
+            params.append(version)
+        with self._transaction(write=False) as tx:
+            rows = tx.all(f"SELECT model, version, at, source, target, reason, server FROM serving_transitions "
+                          f"WHERE {where} ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [ServingTransition(r[0], int(r[1]), float(r[2]), r[3], r[4], r[5], r[6]) for r in reversed(rows)]
 
     def audit(self, actor: str, action: str, detail: Mapping[str, Any] | None = None) -> AuditEntry:
         """Append an audit entry in its own transaction."""

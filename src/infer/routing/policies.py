@@ -4,7 +4,8 @@ A deployment puts a policy on a name clients call (``ModelInfer(model_name=<depl
 * A/B split: weighted variants; sticky when the request carries the deployment's key parameter (the
   same key always lands on the same variant, by a hash into [0, 1));
 * fallback chain: targets tried in order after the chosen one fails (error, timeout, unloaded or
-  DEGRADED), the response naming the link that answered;
+  DEGRADED), the response naming the link that answered; a rule-based model (:mod:`infer.runtimes.rules`)
+  is a target like any other, and a fixed default answer can end the chain;
 * canary: baseline and canary split by stages (5, 10, 25, ... percent) that advance while the canary
   stays within its error-rate and p99 bounds and roll back at once when it does not (judged by
   :mod:`infer.controlplane.canary`);
@@ -15,12 +16,17 @@ A deployment puts a policy on a name clients call (``ModelInfer(model_name=<depl
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
+from infer.core.types import DataType
 from infer.errors import InvalidArgument
 
-__all__ = ["Canary", "Deployment", "Target", "Variant", "plan", "unit_hash"]
+__all__ = ["Canary", "DefaultAnswer", "DefaultOutput", "Deployment", "Target", "Variant", "plan", "unit_hash"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,52 @@ class Canary:
 
 
 @dataclass(frozen=True, slots=True)
+class DefaultOutput:
+    """One output of a deployment's default answer, per request row (no batch dimension)."""
+
+    name: str
+    datatype: str  # V2 name: FP32, INT64, BOOL, BYTES, ...
+    shape: tuple[int, ...]
+    values: tuple[float | str, ...]  # row-major; strings for BYTES
+
+    def __post_init__(self) -> None:
+        where = f"default_answer output '{self.name}'"
+        if not self.name:
+            raise InvalidArgument("default_answer.outputs: every output needs a name")
+        try:
+            dt = DataType(self.datatype)
+        except ValueError:
+            raise InvalidArgument(f"{where}: unknown datatype {self.datatype!r}") from None
+        if any(d < 1 for d in self.shape) or math.prod(self.shape) != len(self.values):
+            raise InvalidArgument(f"{where}: {len(self.values)} values do not fill shape {list(self.shape)}")
+        numeric = dt is not DataType.BYTES
+        if any(isinstance(v, str) == numeric for v in self.values):
+            raise InvalidArgument(f"{where}: give {'numbers' if numeric else 'strings'} for {self.datatype}")
+
+    def array(self, rows: int | None) -> npt.NDArray[np.generic]:
+        """The answer for a request: ``rows`` copies along a leading batch dimension (None: as it is)."""
+        dt = DataType(self.datatype)
+        if dt is DataType.BYTES:
+            one = np.array([str(v).encode() for v in self.values], dtype=object).reshape(self.shape)
+        else:
+            one = np.array(self.values, dtype=dt.numpy).reshape(self.shape)
+        return one if rows is None else np.broadcast_to(one, (rows, *self.shape)).copy()
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultAnswer:
+    """The last link of a fallback chain: a fixed answer when every target failed."""
+
+    outputs: tuple[DefaultOutput, ...]
+    batched: bool = True  # repeat the outputs along the batch dimension of the request's first input
+
+    def __post_init__(self) -> None:
+        names = [o.name for o in self.outputs]
+        if not names or len(set(names)) != len(names):
+            raise InvalidArgument("default_answer.outputs: give at least one output, each name once")
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     name: str
     variants: tuple[Variant, ...] = ()
@@ -84,6 +136,7 @@ class Deployment:
     canary: Canary | None = None  # replaces variants with a staged rollout
     promote_when_p_below: float = 0.0  # A/B: promote the winner once the test's p-value is below this
     promote_min_samples: int = 100
+    default_answer: DefaultAnswer | None = None  # answered when every target failed (after the fallback chain)
 
     def __post_init__(self) -> None:
         if not self.name:

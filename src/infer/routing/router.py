@@ -13,12 +13,13 @@ import numpy.typing as npt
 
 from infer.core.types import InferRequest
 from infer.errors import NotFound
+from infer.observability.metrics import DeploymentFigures, LinkFigures
 from infer.routing.experiment import VariantStats
-from infer.routing.policies import Deployment, Target, plan
+from infer.routing.policies import Canary, Deployment, Target, plan
 
 Array = npt.NDArray[np.generic]
 
-__all__ = ["CanaryWindow", "Router", "ShadowStats"]
+__all__ = ["CanaryWindow", "LinkStats", "Router", "ShadowStats"]
 
 MAX_SHADOWS_IN_FLIGHT = 256
 MAX_ASSIGNMENTS = 100_000  # request ids remembered for outcome reports
@@ -68,9 +69,20 @@ class CanaryWindow:
         return float(np.percentile(self.latencies, 99)) * 1e3 if self.latencies else 0.0
 
 
+@dataclass(slots=True)
+class LinkStats:
+    """Every attempt on one target of a deployment (variant, canary or fallback link)."""
+
+    attempts: int = 0
+    errors: int = 0
+    latency_s: float = 0.0
+
+
 class Router:
     def __init__(self, deployments: Iterable[Deployment] = (), seed: int | None = None) -> None:
         self._deployments: dict[str, Deployment] = {}
+        self.links: dict[str, dict[Target, LinkStats]] = {}
+        self.default_answers: dict[str, int] = {}
         self._rng = random.Random(seed)
         self.shadow_stats: dict[str, ShadowStats] = {}
         self.canary_windows: dict[str, CanaryWindow] = {}
@@ -107,6 +119,14 @@ class Router:
         dep = self._deployments.get(name)
         if dep is None:
             return
+        link = self.links.setdefault(name, {}).get(target)
+        if link is None:
+            link = self.links[name][target] = LinkStats()
+        link.attempts += 1
+        if ok:
+            link.latency_s += seconds
+        else:
+            link.errors += 1
         if dep.variants:
             vs = self.variant_stats.setdefault(name, {}).setdefault(target, VariantStats())
             vs.requests += 1
@@ -127,6 +147,32 @@ class Router:
         elif len(window.latencies) < 10_000:
             window.latencies.append(seconds)
 
+    def observe_default(self, name: str) -> None:
+        self.default_answers[name] = self.default_answers.get(name, 0) + 1
+
+    def figures(self) -> list[DeploymentFigures]:
+        """Every deployment's counters, for the metrics scrape."""
+        out = []
+        for dep in self.all():
+            variants = self.variant_stats.get(dep.name, {})
+            links = tuple(
+                LinkFigures(t.label(), s.attempts, s.errors, s.latency_s,
+                            variants[t].outcomes if t in variants else 0,
+                            variants[t].outcome_sum if t in variants else 0.0)
+                for t, s in sorted(self.links.get(dep.name, {}).items(), key=lambda kv: kv[0].label())
+            )
+            sh = self.shadow_stats.get(dep.name)
+            shadow = {} if dep.shadow is None or sh is None else {
+                "matched": sh.matched, "mismatched": sh.mismatched, "error": sh.errors, "skipped": sh.skipped}
+            c = dep.canary
+            out.append(DeploymentFigures(
+                dep.name, links, self.default_answers.get(dep.name, 0), shadow,
+                canary_stage=-1 if c is None else c.stage,
+                canary_percent=0.0 if c is None else _canary_percent(c),
+                canary_status="" if c is None else c.status,
+            ))
+        return out
+
     def report_outcome(self, request_id: str, value: float) -> tuple[str, Target]:
         """Credit an outcome to the variant that answered ``request_id``."""
         found = self._assignments.get(request_id)
@@ -137,6 +183,8 @@ class Router:
         return found
 
     def remove(self, name: str) -> bool:
+        self.links.pop(name, None)
+        self.default_answers.pop(name, None)
         self.shadow_stats.pop(name, None)
         self.canary_windows.pop(name, None)
         self.variant_stats.pop(name, None)
@@ -149,3 +197,9 @@ class Router:
             return None
         raw = request.parameters.get(dep.sticky_key) if dep.sticky_key else None
         return dep, plan(dep, None if raw is None else str(raw), self._rng)
+
+
+def _canary_percent(c: Canary) -> float:
+    if c.status == "PROMOTED":
+        return 100.0
+    return 0.0 if c.status == "ROLLED_BACK" else c.stages[c.stage][0]

@@ -106,4 +106,11 @@ def _onnx() -> type[Runtime]:
     return OnnxRuntime
 
 
+def _rules() -> type[Runtime]:
+    from infer.runtimes.rules import RulesRuntime
+
+    return RulesRuntime
+
+
 register_runtime(("onnxruntime_onnx", "onnxruntime"), _onnx)
+register_runtime(("rules",), _rules)

@@ -150,6 +150,7 @@ class BatchScheduler:
             window=int(cfg.parameter("infer.health_window", "100")),
             min_requests=int(cfg.parameter("infer.health_min_requests", "20")),
             degrade_at=float(cfg.parameter("infer.degrade_error_rate", "0.5")),
+            degrade_latency_s=float(cfg.parameter("infer.degrade_p99_ms", "0") or 0) / 1e3,
         )
         # gauges read at scrape time: nothing to keep in step on the hot path
         metrics.queued = lambda: self._queue.count
@@ -376,18 +377,17 @@ class BatchScheduler:
                 self._pump()
 
     def _judge(self, ok: bool, count: int) -> None:
-        """Feed the error-rate window; degrade or restore the version when it says so."""
+        """Feed the health window; degrade or restore the version when it says so."""
         self.health.record(ok, count)
         if self._on_health is None:
             return
         state = self.version.state
         if state not in (ModelState.ACTIVE, ModelState.DEGRADED):
             return
-        verdict = self.health.verdict(degraded=state is ModelState.DEGRADED)
-        if verdict is not None:
-            rate = self.health.error_rate or 0.0
-            target = ModelState.DEGRADED if verdict else ModelState.ACTIVE
-            self._on_health(self.version, target, f"error rate {rate:.0%} over the last requests")
+        decision = self.health.judge(degraded=state is ModelState.DEGRADED)
+        if decision is not None:
+            target = ModelState.DEGRADED if decision[0] else ModelState.ACTIVE
+            self._on_health(self.version, target, decision[1])
 
     def _resolve(self, batch: list[Pending], fut: asyncio.Future[Any]) -> None:
         end = self._clock.now()
@@ -408,6 +408,7 @@ class BatchScheduler:
                     p.future.set_exception(error)
             self._judge(ok=False, count=len(batch))
             return
+        self.health.record_latency(infer_ns / 1e9)
         self._judge(ok=True, count=len(batch))
         self.latency.observe(total, infer_ns / 1e9)
         self._cost.lower(total, infer_ns / 1e9)

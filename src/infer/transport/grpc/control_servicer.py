@@ -15,7 +15,7 @@ from infer._proto import control_pb2_grpc as cpb_grpc
 from infer.controlplane.service import ControlPlane
 from infer.errors import InvalidArgument
 from infer.registry.store import ModelVersionRecord
-from infer.routing.policies import Canary, Deployment, Target, Variant
+from infer.routing.policies import Canary, DefaultAnswer, DefaultOutput, Deployment, Target, Variant
 from infer.routing.router import ShadowStats
 from infer.transport.grpc.status import grpc_errors
 
@@ -80,7 +80,24 @@ def deployment_from_pb(d: Any) -> Deployment:
         canary=_canary_from_pb(d.canary) if d.HasField("canary") else None,
         promote_when_p_below=d.promote_when_p_below,
         promote_min_samples=d.promote_min_samples or 100,
+        default_answer=_default_from_pb(d.default_answer) if d.HasField("default_answer") else None,
     )
+
+
+def _default_from_pb(a: Any) -> DefaultAnswer:
+    outputs = []
+    for o in a.outputs:
+        values: tuple[float | str, ...] = tuple(o.strings) if o.datatype == "BYTES" else tuple(o.numbers)
+        outputs.append(DefaultOutput(o.name, o.datatype, tuple(o.shape), values))
+    return DefaultAnswer(tuple(outputs), batched=not a.unbatched)
+
+
+def _default_to_pb(a: DefaultAnswer) -> Any:
+    return cpb.DefaultAnswer(unbatched=not a.batched, outputs=[
+        cpb.DefaultOutput(name=o.name, datatype=o.datatype, shape=list(o.shape),
+                          strings=[str(v) for v in o.values] if o.datatype == "BYTES" else [],
+                          numbers=[] if o.datatype == "BYTES" else [float(v) for v in o.values])
+        for o in a.outputs])
 
 
 def _canary_from_pb(c: Any) -> Canary:
@@ -102,7 +119,7 @@ def _canary_to_pb(c: Canary) -> Any:
     )
 
 
-def deployment_to_pb(dep: Deployment, stats: ShadowStats | None = None) -> Any:
+def deployment_to_pb(dep: Deployment, stats: ShadowStats | None = None, revision: int = 0) -> Any:
     return cpb.Deployment(
         name=dep.name,
         variants=[cpb.Variant(target=cpb.Target(model=v.target.model, version=v.target.version), weight=v.weight)
@@ -118,6 +135,8 @@ def deployment_to_pb(dep: Deployment, stats: ShadowStats | None = None) -> Any:
         canary=_canary_to_pb(dep.canary) if dep.canary else None,
         promote_when_p_below=dep.promote_when_p_below,
         promote_min_samples=dep.promote_min_samples,
+        revision=revision,
+        default_answer=_default_to_pb(dep.default_answer) if dep.default_answer else None,
     )
 
 
@@ -189,24 +208,32 @@ class ControlServicer(cpb_grpc.ControlPlaneServicer):
 
     @grpc_errors
     async def SetDeployment(self, request: Any, context: Ctx) -> Any:
-        dep = await self._cp.set_deployment(deployment_from_pb(request), self._actor(context))
-        return deployment_to_pb(dep)
+        dep = await self._cp.set_deployment(deployment_from_pb(request), self._actor(context),
+                                            expected_revision=request.revision or None)
+        return deployment_to_pb(dep, revision=self._cp.revisions.get(dep.name, 0))
 
     @grpc_errors
     async def GetDeployment(self, request: Any, context: Ctx) -> Any:
         dep = self._cp.get_deployment(request.name)
-        return deployment_to_pb(dep, self._cp.router.shadow_stats.get(dep.name))
+        return deployment_to_pb(dep, self._cp.router.shadow_stats.get(dep.name), self._cp.revisions.get(dep.name, 0))
 
     @grpc_errors
     async def ListDeployments(self, request: Any, context: Ctx) -> Any:
-        router = self._cp.router
-        return cpb.ListDeploymentsResponse(
-            deployments=[deployment_to_pb(d, router.shadow_stats.get(d.name)) for d in router.all()])
+        router, revisions = self._cp.router, self._cp.revisions
+        return cpb.ListDeploymentsResponse(deployments=[
+            deployment_to_pb(d, router.shadow_stats.get(d.name), revisions.get(d.name, 0)) for d in router.all()])
 
     @grpc_errors
     async def DeleteDeployment(self, request: Any, context: Ctx) -> Any:
-        await self._cp.delete_deployment(request.name, self._actor(context))
+        await self._cp.delete_deployment(request.name, self._actor(context), request.revision or None)
         return cpb.DeploymentRef(name=request.name)
+
+    @grpc_errors
+    async def ServingHistory(self, request: Any, context: Ctx) -> Any:
+        rows = await self._cp.serving_history(request.model, request.version, request.limit or 1000)
+        return cpb.ServingHistoryResponse(transitions=[
+            cpb.ServingTransition(model=t.model, version=t.version, at=t.at, source=t.source or "", target=t.target,
+                                  reason=t.reason, server=t.server) for t in rows])
 
     @grpc_errors
     async def ReportOutcome(self, request: Any, context: Ctx) -> Any:

@@ -14,7 +14,7 @@ from infer._proto import grpc_service_pb2_grpc as pb_grpc
 from infer.dataplane.service import DataPlane
 from infer.transport.grpc.servicer import InferenceServicer
 
-__all__ = ["HealthPublisher", "build_server"]
+__all__ = ["HealthPublisher", "build_server", "build_service_server"]
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -48,6 +48,30 @@ class HealthPublisher:
         await self.servicer.enter_graceful_shutdown()
 
 
+def _new_server(
+    max_message_bytes: int, reuse_port: bool, max_concurrent_rpcs: int,
+    interceptors: list[grpc.aio.ServerInterceptor] | None,
+) -> grpc.aio.Server:
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    return grpc.aio.server(
+        options=options, maximum_concurrent_rpcs=max_concurrent_rpcs or None, interceptors=interceptors or None
+    )
+
+
+def _add_services(server: grpc.aio.Server, names: list[str], extra: list[tuple[Any, Any, str]] | None) -> None:
+    for add, servicer, full_name in extra or []:
+        add(servicer, server)
+        names.append(full_name)
+    names.append(reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+
+
 def build_server(
     dataplane: DataPlane,
     health: HealthPublisher,
@@ -58,25 +82,27 @@ def build_server(
     interceptors: list[grpc.aio.ServerInterceptor] | None = None,
     extra: list[tuple[Any, Any, str]] | None = None,
 ) -> grpc.aio.Server:
-    options = [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.keepalive_permit_without_calls", 1),
-    ]
-    server = grpc.aio.server(
-        options=options, maximum_concurrent_rpcs=max_concurrent_rpcs or None, interceptors=interceptors or None
-    )
+    server = _new_server(max_message_bytes, reuse_port, max_concurrent_rpcs, interceptors)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)  # type: ignore[no-untyped-call]
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     names = [
         pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     ]
-    for add, servicer, full_name in extra or []:
-        add(servicer, server)
-        names.append(full_name)
-    names.append(reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server)
+    _add_services(server, names, extra)
+    return server
+
+
+def build_service_server(
+    health: health_aio.HealthServicer,
+    services: list[tuple[Any, Any, str]],
+    *,
+    max_message_bytes: int,
+    max_concurrent_rpcs: int = 0,
+    interceptors: list[grpc.aio.ServerInterceptor] | None = None,
+) -> grpc.aio.Server:
+    """A server without the inference service: the control plane run apart (``infer control``)."""
+    server = _new_server(max_message_bytes, False, max_concurrent_rpcs, interceptors)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    _add_services(server, [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], services)
     return server

@@ -397,3 +397,10 @@ def write_rules(repo: Path, name: str = "rules", spec: Mapping[str, Any] | None 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(spec or RULES_SPEC))
     return repo / name
+
+
+def write_ensemble(repo: Path, name: str, config: str) -> Path:
+    """An ensemble: its config.pbtxt and the empty version directory Triton's layout asks for."""
+    (repo / name / "1").mkdir(parents=True, exist_ok=True)
+    (repo / name / "config.pbtxt").write_text(config)
+    return repo / name

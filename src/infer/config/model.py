@@ -168,6 +168,20 @@ class ResponseCache(_Strict):
     enable: bool = False
 
 
+class EnsembleStep(_Strict):
+    """One model invocation of an ensemble: its tensors mapped to the ensemble's tensors by name."""
+
+    model_name: str = Field(min_length=1)
+    model_version: int = Field(-1, ge=-1, description="-1 = the newest ready version.")
+    input_map: dict[str, str] = Field(default_factory=dict, description="step model input -> ensemble tensor")
+    output_map: dict[str, str] = Field(default_factory=dict, description="step model output -> ensemble tensor")
+
+
+class EnsembleScheduling(_Strict):
+    step: list[EnsembleStep] = Field(min_length=1)
+    max_inflight_requests: int = Field(0, ge=0)
+
+
 class _Parameter(_Strict):
     string_value: str = ""
 
@@ -189,6 +203,7 @@ class ModelConfig(_Strict):
     response_cache: ResponseCache | None = None
     default_model_filename: str = ""
     parameters: dict[str, _Parameter] = Field(default_factory=dict)
+    ensemble_scheduling: EnsembleScheduling | None = None
 
     @model_validator(mode="after")
     def _cross(self) -> ModelConfig:
@@ -198,6 +213,8 @@ class ModelConfig(_Strict):
         names = [t.name for t in self.output]
         if len(set(names)) != len(names):
             raise ValueError(f"output names repeat: {names}")
+        if (self.platform == "ensemble") != (self.ensemble_scheduling is not None):
+            raise ValueError("platform 'ensemble' and ensemble_scheduling go together")
         db = self.dynamic_batching
         if db is not None:
             if self.max_batch_size == 0 and (db.preferred_batch_size or db.max_queue_delay_microseconds):

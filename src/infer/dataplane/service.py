@@ -16,11 +16,12 @@ from infer.core.stats import VersionStats
 from infer.core.types import DataType, InferRequest, InferResponse, Tensor, TensorSpec
 from infer.dataplane.cache import ResponseCache, cache_key
 from infer.dataplane.validate import reserved_parameters, validate_inputs, validate_outputs
-from infer.errors import DeadlineExceeded, InferError, ModelExecutionError, NotFound, Unavailable
+from infer.errors import DeadlineExceeded, InferError, InvalidArgument, ModelExecutionError, NotFound, Unavailable
 from infer.registry.lifecycle import ModelState
 from infer.registry.registry import IndexEntry, LoadedVersion, ModelRegistry
 from infer.routing.policies import Deployment, Target
 from infer.routing.router import MAX_SHADOWS_IN_FLIGHT, Router, ShadowStats
+from infer.runtimes.ensemble import EnsembleStepPlan
 from infer.scheduling.dispatch import Dispatcher
 
 __all__ = ["DataPlane", "ModelMetadata", "ServerMetadata"]
@@ -203,19 +204,65 @@ class DataPlane:
                     lv.stats.cache_hit.add(ns)
                     lv.stats.success.add(ns)
                     return self._response(lv, request, hit)
-            lv.runtime.prepare(inputs)
-            sched = self.dispatcher.scheduler(lv)
-            fut = sched.enqueue(inputs, priority=priority, timeout_us=timeout_us, deadline=request.deadline)
+            if lv.runtime.composite:
+                fut = None
+            else:
+                lv.runtime.prepare(inputs)
+                sched = self.dispatcher.scheduler(lv)
+                fut = sched.enqueue(inputs, priority=priority, timeout_us=timeout_us, deadline=request.deadline)
         except InferError as e:
             lv.stats.fail.add(0)
             self.dispatcher.failure(lv, e)
             raise
-        outputs = fut.result() if fut.done() else await fut
+        if fut is None:
+            outputs = await self._run_ensemble(lv, request, inputs)
+        else:
+            outputs = fut.result() if fut.done() else await fut
         if cache is not None:
             t1 = time.perf_counter_ns()
             cache.put(key, lv.serial, outputs, float(lv.config.parameter("infer.cache_ttl_s", "60")))
             lv.stats.cache_miss.add(time.perf_counter_ns() - t1)
         return self._response(lv, request, outputs)
+
+    async def _run_ensemble(
+        self, lv: LoadedVersion, request: InferRequest, inputs: dict[str, Array]
+    ) -> dict[str, Array]:
+        """Run an ensemble's steps, each through its model's scheduler, launching each as soon as its inputs
+        exist; the ensemble's statistics count the whole pipeline."""
+        plan = getattr(lv.runtime, "plan", None)
+        if plan is None:
+            raise Unavailable(f"model '{lv.name}' has no ensemble plan")
+        t0 = time.perf_counter_ns()
+        tensors: dict[str, Array] = dict(inputs)
+        pending = list(plan.steps)
+        try:
+            while pending:
+                ready = [s for s in pending if all(t in tensors for _, t in s.inputs)]
+                if not ready:  # only an absent optional ensemble input can leave a step without its inputs
+                    raise InvalidArgument(f"model '{lv.name}': step '{pending[0].model}' lacks an input: "
+                                          f"{[t for _, t in pending[0].inputs if t not in tensors]}")
+                results = await asyncio.gather(*(self._ensemble_step(s, tensors, request) for s in ready))
+                for step, outs in zip(ready, results, strict=True):
+                    for name, tensor in step.outputs:
+                        tensors[tensor] = outs[name]
+                pending = [s for s in pending if s not in ready]
+        except InferError:
+            lv.stats.fail.add(time.perf_counter_ns() - t0)
+            raise
+        lv.stats.success.add(time.perf_counter_ns() - t0)
+        return {name: tensors[name] for name in plan.outputs}
+
+    async def _ensemble_step(self, step: EnsembleStepPlan, tensors: dict[str, Array],
+                             request: InferRequest) -> dict[str, Array]:
+        sub_lv = self.registry.get(step.model, step.version)
+        specs = {t.name: t for t in sub_lv.inputs}
+        sub = InferRequest(
+            model_name=step.model, model_version=step.version, id=request.id,
+            inputs=[Tensor(name, specs[name].datatype, tensors[tensor]) for name, tensor in step.inputs],
+            outputs=[name for name, _ in step.outputs], parameters=request.parameters, deadline=request.deadline,
+        )
+        resp = await self._infer_one(sub, sub_lv, 0)
+        return {t.name: t.data for t in resp.outputs}
 
     @staticmethod
     def _response(lv: LoadedVersion, request: InferRequest, outputs: dict[str, Array]) -> InferResponse:

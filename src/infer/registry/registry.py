@@ -25,6 +25,7 @@ from infer.registry.complete import complete_config, served_specs
 from infer.registry.lifecycle import ModelState, VersionLifecycle
 from infer.registry.repository import ModelRepository
 from infer.runtimes.base import Runtime, RuntimeOptions, runtime_for
+from infer.runtimes.ensemble import EnsembleRuntime, plan_ensemble
 
 __all__ = ["IndexEntry", "LoadedVersion", "ModelRegistry", "VersionListener"]
 
@@ -182,7 +183,7 @@ class ModelRegistry:
     async def load_all(self, names: Iterable[str] | None = None) -> dict[str, str]:
         """Load the given (default: all) models; returns failures by model name."""
         failures: dict[str, str] = {}
-        for name in list(names) if names is not None else self.repository.names():
+        for name in sorted(list(names) if names is not None else self.repository.names(), key=self._is_ensemble):
             try:
                 await self.load(name)
             except InferError as e:
@@ -190,9 +191,20 @@ class ModelRegistry:
                 log.error("model %s failed to load: %s", name, e.message)
         return failures
 
-    async def load(self, name: str, override: ModelConfig | None = None) -> None:
-        """Load (or reload) a model's versions as its config and version policy say."""
+    async def load(self, name: str, override: ModelConfig | None = None, _chain: tuple[str, ...] = ()) -> None:
+        """Load (or reload) a model's versions as its config and version policy say.
+
+        An ensemble's composing models are loaded first when they are not loaded yet.
+        """
         self.repository.model_dir(name)  # NOT_FOUND / INVALID_ARGUMENT before anything else
+        if name in _chain:
+            raise ModelConfigError(f"model '{name}': ensembles compose each other in a cycle: {' -> '.join(_chain)}")
+        first = override if override is not None else self.repository.read_config(name)
+        if first.ensemble_scheduling is not None:
+            for step in first.ensemble_scheduling.step:
+                known = self._models.get(step.model_name)
+                if (known is None or not known.versions) and self._on_disk(step.model_name):
+                    await self.load(step.model_name, _chain=(*_chain, name))
         model = self._models.setdefault(name, _Model())
         async with model.lock:
             config = override if override is not None else self.repository.read_config(name)
@@ -244,8 +256,10 @@ class ModelRegistry:
             platform = self.repository.guess_platform(name, [version])
             config = config.model_copy(update={"platform": platform})
         cls = runtime_for(config.model_copy(update={"name": name}))
-        filename = config.default_model_filename or cls.default_filename
-        path = self.repository.find_model_file(name, version, filename)
+        if cls.composite:
+            path = self.repository.version_dir(name, version)
+        else:
+            path = self.repository.find_model_file(name, version, config.default_model_filename or cls.default_filename)
         runtime = await asyncio.to_thread(cls.open, path, config.model_copy(update={"name": name}), self._options)
         try:
             done = complete_config(
@@ -256,11 +270,17 @@ class ModelRegistry:
             runtime.close()
             raise
         ins, outs = served_specs(done)
+        if isinstance(runtime, EnsembleRuntime):
+            try:
+                runtime.plan = plan_ensemble(done, self._specs)
+            except InferError:
+                runtime.close()
+                raise
         lv = LoadedVersion(name, version, done, runtime, ins, outs)
         self._notify_state(lv)
         self._move(lv, ModelState.WARM, "loaded " + runtime.describe())
         try:
-            lv.warmup_s = await asyncio.to_thread(_warm_up, lv)
+            lv.warmup_s = 0.0 if cls.composite else await asyncio.to_thread(_warm_up, lv)
         except Exception as e:
             self._move(lv, ModelState.ERROR, f"warm-up failed: {e}")
             runtime.close()
@@ -279,6 +299,17 @@ class ModelRegistry:
             await listener.version_retiring(lv)
         lv.runtime.close()
         self._move(lv, ModelState.UNLOADED, "unloaded")
+
+    def _is_ensemble(self, name: str) -> bool:
+        """Ensembles load after the models they compose (which they would otherwise load themselves)."""
+        try:
+            return self.repository.read_config(name).ensemble_scheduling is not None
+        except InferError:
+            return False
+
+    def _specs(self, name: str, version: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+        lv = self.get(name, version)
+        return lv.inputs, lv.outputs
 
     def set_health(self, lv: LoadedVersion, state: ModelState, reason: str) -> None:
         """ACTIVE <-> DEGRADED as the version's error rate says (other moves belong to loading)."""

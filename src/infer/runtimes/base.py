@@ -49,6 +49,9 @@ class Runtime(abc.ABC):
     names: ClassVar[tuple[str, ...]] = ()
     #: file name used when the config gives no ``default_model_filename``.
     default_filename: ClassVar[str] = ""
+    #: True for runtimes made of other models (ensembles): no model file, no warm-up, no scheduler of their own;
+    #: the data plane runs them step by step.
+    composite: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod
@@ -112,5 +115,12 @@ def _rules() -> type[Runtime]:
     return RulesRuntime
 
 
+def _ensemble() -> type[Runtime]:
+    from infer.runtimes.ensemble import EnsembleRuntime
+
+    return EnsembleRuntime
+
+
 register_runtime(("onnxruntime_onnx", "onnxruntime"), _onnx)
+register_runtime(("ensemble",), _ensemble)
 register_runtime(("rules",), _rules)

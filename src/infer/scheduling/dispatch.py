@@ -31,6 +31,8 @@ class Dispatcher:
         self._schedulers: dict[int, BatchScheduler] = {}
 
     async def version_ready(self, version: LoadedVersion) -> None:
+        if version.runtime.composite:
+            return  # an ensemble's steps go through their own models' schedulers
         self._schedulers[id(version)] = BatchScheduler(
             version,
             metrics=self._metrics.version(version.name, str(version.version)),

@@ -8,7 +8,7 @@ of a write leaves either the whole write or none of it. PostgreSQL is chosen by 
 too. The SQL is the same for both; what differs (placeholders, the
 auto-increment key, how a write transaction starts and locks) lives in :class:`Dialect`.
 
-Tables (``schema_version`` records which migrations ran; :data:`_MIGRATIONS` only ever grows)::
+Tables (``schema_version`` records which migrations ran; :data:`MIGRATIONS` only ever grows)::
 
     models(model_id PK, model_type, created_at)
     versions(model_id, version, framework, trained_at, training_data_id, training_data_size, hyperparameters JSON,
@@ -34,18 +34,26 @@ import builtins
 import contextlib
 import dataclasses
 import json
-import math
 import operator
-import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from infer.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from infer.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from infer.registry.dialects import (
+    MIGRATIONS,
+    POSTGRES,
+    SCHEMA_VERSION,
+    SQLITE,
+    Connection,
+    Dialect,
+    postgres_connect,
+    sqlite_connect,
+)
+from infer.registry.records import AuditEntry, ModelVersionRecord, ServingTransition, TransitionRecord, semver_key
 
 __all__ = [
     "POSTGRES",
@@ -64,224 +72,10 @@ __all__ = [
     "sqlite_connect",
 ]
 
-_SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
-    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
-)
-_MODEL_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">=": operator.ge, ">": operator.gt,
 }
 
-
-def semver_key(version: str) -> tuple[Any, ...]:
-    """A sort key that orders versions by semantic-versioning precedence (build metadata ignored)."""
-    m = _SEMVER.match(version)
-    if m is None:
-        raise InvalidArgument(f"version {version!r} is not a semantic version (MAJOR.MINOR.PATCH[-pre][+build])")
-    major, minor, patch, pre = int(m[1]), int(m[2]), int(m[3]), m[4]
-    if pre is None:
-        return (major, minor, patch, 1, ())
-    idents = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
-    return (major, minor, patch, 0, idents)
-
-
-# ---------------------------------------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True, slots=True)
-class ModelVersionRecord:
-    """One registered model version. ``created_at`` is set by the store; ``status`` is the version's initial status."""
-
-    model_id: str
-    version: str  # semantic version
-    model_type: str  # e.g. "anomaly", "forecast", "vision", "nlp"
-    framework: str  # e.g. "onnx", "tensorrt", "numba"
-    artifact_uri: str
-    artifact_sha256: str
-    trained_at: float | None = None
-    training_data_id: str | None = None
-    training_data_size: int | None = None
-    hyperparameters: dict[str, Any] = field(default_factory=dict)  # any JSON-serialisable values
-    metrics: dict[str, float] = field(default_factory=dict)
-    status: str = "REGISTERED"
-    parent_version: str | None = None  # lineage within the same model_id
-    training_run: str | None = None
-    created_at: float | None = None
-
-    def __post_init__(self) -> None:
-        if not _MODEL_ID.match(self.model_id):
-            raise InvalidArgument(f"model_id {self.model_id!r} must match {_MODEL_ID.pattern}")
-        semver_key(self.version)
-        if self.parent_version is not None:
-            semver_key(self.parent_version)
-            if self.parent_version == self.version:
-                raise InvalidArgument(f"version {self.version} cannot be its own parent")
-        for name in ("model_type", "framework", "artifact_uri", "status"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value or len(value) > 1024:
-                raise InvalidArgument(f"{name} must be a non-empty string of at most 1024 characters")
-        if not _SHA256.match(self.artifact_sha256):
-            raise InvalidArgument("artifact_sha256 must be 64 lowercase hex digits")
-        if self.training_data_size is not None and self.training_data_size < 0:
-            raise InvalidArgument("training_data_size must be non-negative")
-        for key, value in self.metrics.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise InvalidArgument(f"metric {key!r} must be a finite number, not {value!r}")
-        try:
-            json.dumps(self.hyperparameters, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise InvalidArgument(f"hyperparameters must be JSON-serialisable: {e}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class TransitionRecord:
-    id: int
-    model_id: str
-    version: str
-    at: float
-    source: str | None  # None for the registration itself
-    target: str
-    reason: str
-    actor: str
-
-
-@dataclass(frozen=True, slots=True)
-class ServingTransition:
-    """A lifecycle move of a version a server loaded (repository version numbers, not registry semvers)."""
-
-    model: str
-    version: int
-    at: float
-    source: str | None  # None: the load began
-    target: str
-    reason: str
-    server: str  # host:pid of the process that made the move
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    id: int
-    at: float
-    actor: str
-    action: str
-    detail: dict[str, Any]
-
-
-# ---------------------------------------------------------------------------------------------------------- dialects
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """What differs between databases; everything else is one portable SQL text."""
-
-    name: str
-    paramstyle: str  # "qmark" (?) or "format" (%s)
-    id_column: str  # an auto-incrementing integer primary key
-    begin_write: str | None  # statement that opens a write transaction (None: the driver opens one implicitly)
-    begin_read: str | None
-    for_update: str  # suffix that row-locks a SELECT inside a write transaction
-    lock_schema: str | None  # serialises concurrent migrations
-
-    def sql(self, text: str) -> str:
-        return text.replace("?", "%s") if self.paramstyle == "format" else text
-
-
-SQLITE = Dialect(
-    name="sqlite",
-    paramstyle="qmark",
-    id_column="INTEGER PRIMARY KEY",
-    begin_write="BEGIN IMMEDIATE",  # takes the write lock up front: no deadlock-prone lock upgrades
-    begin_read="BEGIN",
-    for_update="",  # BEGIN IMMEDIATE already holds the database's write lock
-    lock_schema=None,
-)
-POSTGRES = Dialect(
-    name="postgres",
-    paramstyle="format",
-    id_column="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-    # The driver opens the transaction (autocommit off); its first statement takes one database-wide lock that every
-    # writer takes first, as SQLite's BEGIN IMMEDIATE does: without it, concurrent CREATE TABLE IF NOT EXISTS (two
-    # stores migrating) and inserts of the same new key (models, deployments) fail with unique violations.
-    begin_write="SELECT pg_advisory_xact_lock(452823770482)",  # the key: b"infer" as a big-endian integer
-    begin_read=None,
-    for_update=" FOR UPDATE",
-    lock_schema="LOCK TABLE schema_version IN ACCESS EXCLUSIVE MODE",
-)
-
-
-def _migration_1(d: Dialect) -> list[str]:
-    return [
-        """CREATE TABLE models (
-            model_id TEXT PRIMARY KEY,
-            model_type TEXT NOT NULL,
-            created_at DOUBLE PRECISION NOT NULL)""",
-        """CREATE TABLE versions (
-            model_id TEXT NOT NULL REFERENCES models (model_id),
-            version TEXT NOT NULL,
-            framework TEXT NOT NULL,
-            trained_at DOUBLE PRECISION,
-            training_data_id TEXT,
-            training_data_size BIGINT,
-            hyperparameters TEXT NOT NULL,
-            metrics TEXT NOT NULL,
-            artifact_uri TEXT NOT NULL,
-            artifact_sha256 TEXT NOT NULL,
-            status TEXT NOT NULL,
-            parent_version TEXT,
-            training_run TEXT,
-            created_at DOUBLE PRECISION NOT NULL,
-            PRIMARY KEY (model_id, version),
-            FOREIGN KEY (model_id, parent_version) REFERENCES versions (model_id, version))""",
-        f"""CREATE TABLE transitions (
-            id {d.id_column},
-            model_id TEXT NOT NULL,
-            version TEXT NOT NULL,
-            at DOUBLE PRECISION NOT NULL,
-            source TEXT,
-            target TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            actor TEXT NOT NULL,
-            FOREIGN KEY (model_id, version) REFERENCES versions (model_id, version))""",
-        "CREATE INDEX transitions_by_version ON transitions (model_id, version, id)",
-        f"""CREATE TABLE audit (
-            id {d.id_column},
-            at DOUBLE PRECISION NOT NULL,
-            actor TEXT NOT NULL,
-            action TEXT NOT NULL,
-            detail TEXT NOT NULL)""",
-        "CREATE INDEX versions_by_status ON versions (status)",
-    ]
-
-
-# Append only: migration i (1-based) runs once, in its own transaction, and is recorded in schema_version.
-def _migration_2(d: Dialect) -> list[str]:
-    """Deployments (traffic policies), kept as JSON specs by name."""
-    return ["CREATE TABLE IF NOT EXISTS deployments (name TEXT PRIMARY KEY, spec TEXT NOT NULL, "
-            "updated_at DOUBLE PRECISION NOT NULL)"]
-
-
-def _migration_3(d: Dialect) -> list[str]:
-    """Deployment revisions (for compare-and-set writes and change polling) and served versions' lifecycle."""
-    return [
-        "ALTER TABLE deployments ADD COLUMN revision BIGINT NOT NULL DEFAULT 0",
-        f"""CREATE TABLE serving_transitions (
-            id {d.id_column},
-            model TEXT NOT NULL,
-            version BIGINT NOT NULL,
-            at DOUBLE PRECISION NOT NULL,
-            source TEXT,
-            target TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            server TEXT NOT NULL)""",
-        "CREATE INDEX serving_transitions_by_model ON serving_transitions (model, version, id)",
-    ]
-
-
-_MIGRATIONS: tuple[Callable[[Dialect], list[str]], ...] = (_migration_1, _migration_2, _migration_3)
-SCHEMA_VERSION = len(_MIGRATIONS)
 
 _VERSION_COLUMNS = (
     "v.model_id, v.version, m.model_type, v.framework, v.artifact_uri, v.artifact_sha256, v.trained_at, "
@@ -289,44 +83,6 @@ _VERSION_COLUMNS = (
     "v.training_run, v.created_at"
 )
 _SELECT_VERSIONS = f"SELECT {_VERSION_COLUMNS} FROM versions v JOIN models m ON m.model_id = v.model_id"
-
-
-class Connection(Protocol):
-    """The slice of a DB-API 2.0 connection the store uses."""
-
-    def cursor(self) -> Any: ...
-
-    def commit(self) -> None: ...
-
-    def rollback(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def sqlite_connect(path: Path | str, timeout_s: float = 30.0) -> Connection:
-    """A SQLite connection set up for the store: WAL, synchronous=FULL, foreign keys, explicit transactions."""
-    conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-    return conn
-
-
-def postgres_connect(dsn: str) -> Connection:
-    """A PostgreSQL connection (psycopg 3) set up for the store: autocommit off, so psycopg opens a transaction at the
-    first statement and the store's commit or rollback ends it. ``dsn``: a libpq URL or ``key=value`` string."""
-    try:
-        import psycopg  # LGPL-3.0: an optional extra, imported only when PostgreSQL is chosen
-    except ImportError as e:
-        raise FailedPrecondition(
-            f"a PostgreSQL registry needs psycopg 3, which is not installed ({e}): pip install 'infer[postgres]'"
-        ) from None
-    try:
-        conn: Connection = psycopg.connect(dsn, autocommit=False)
-    except psycopg.OperationalError as e:
-        raise Unavailable(f"cannot connect to the registry database: {str(e).strip()}") from None
-    return conn
 
 
 def open_store(url: str, clock: Callable[[], float] = time.time) -> RegistryStore:
@@ -426,7 +182,7 @@ class RegistryStore:
                     f"the registry database is at schema version {current}; this infer knows only {SCHEMA_VERSION}"
                 )
             for number in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[number - 1](self.dialect):
+                for statement in MIGRATIONS[number - 1](self.dialect):
                     tx.execute(statement)
                 tx.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (number, self._clock()))
 

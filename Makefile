@@ -16,14 +16,14 @@ setup: $(BIN)/infer
 serve: setup
 	$(BIN)/infer serve
 
-# tests/triton imports tritonclient, whose protobuf names clash with infer's own stubs:
+# tests/compat_triton imports tritonclient, whose protobuf names clash with infer's own stubs:
 # it runs in a second pytest process.
 test: setup
 	$(BIN)/python scripts/gen_proto.py --check
 	$(BIN)/ruff check src tests benchmarks scripts kernels
 	$(BIN)/mypy src
 	$(BIN)/pytest -q tests/unit tests/integration
-	$(BIN)/pytest -q tests/triton
+	$(BIN)/pytest -q tests/compat_triton
 
 proto: setup
 	$(BIN)/python scripts/gen_proto.py

@@ -1,0 +1,21 @@
+"""numba kernels: pure functions on NumPy arrays, importing nothing of ``infer``.
+
+Modules (imported on demand, so ``import kernels`` stays cheap):
+
+``kernels.anomaly_features``  raw upload events -> ``float32[N, F]`` features for the anomaly family, with
+                              per-user / per-namespace rolling state in bounded arrays (``FeatureState``),
+                              so training and serving compute the same features.
+``kernels.streaming``         streaming per-series detectors (EW z-score, moving-average deviation) with
+                              state arrays indexed by series slot.
+``kernels._cuda``             ``numba.cuda`` variants, built on first use; ``numba.cuda`` is only imported
+                              when a GPU backend is asked for or ``backend="auto"`` meets a large batch on a
+                              machine with a CUDA driver.
+
+Every kernel has a plain NumPy/Python reference (``*_reference``) that the tests compare it with.
+
+The kernels are compiled on first call (a few seconds; ``warm_up()`` in each module does it ahead, e.g. at
+model load), not cached on disk: numba's cache only notices edits to the file that defines a function, not
+to the kernels it calls from another module, and a wheel's site-packages may be read-only.
+"""
+
+__all__ = ["anomaly_features", "streaming"]

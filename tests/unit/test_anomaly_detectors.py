@@ -6,7 +6,6 @@ The autoencoder tests need the ``torch`` extra and skip without it.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,22 +53,8 @@ def classic(toy: dict[str, NDArray[np.float32]]) -> dict[str, det.FittedDetector
 
 @pytest.fixture(scope="module")
 def torch_ready() -> None:
-    """Skip without torch.  tests/conftest.py puts tests/ on sys.path, where tests/triton (a namespace package)
-    passes for the GPU compiler ``triton`` that torch probes for on import and then fails to use; so probe once
-    without tests/ on the path (torch caches the answer for the process)."""
+    """Skip the autoencoder tests where torch (the optional ``torch`` extra) is not installed."""
     pytest.importorskip("torch")
-    from torch.utils._triton import has_triton_package
-
-    tests_dir = Path(__file__).resolve().parents[1]
-    saved = sys.path[:]
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != tests_dir]
-    try:
-        shadow = sys.modules.get("triton")
-        if shadow is not None and getattr(shadow, "__file__", None) is None:
-            del sys.modules["triton"]
-        has_triton_package()
-    finally:
-        sys.path[:] = saved
 
 
 @pytest.fixture(scope="module")

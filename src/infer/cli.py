@@ -259,6 +259,22 @@ def _registry_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     tr.add_argument("--reason", default="")
 
 
+def _cmd_models_build(a: argparse.Namespace) -> int:
+    from infer.tasks.anomaly.pipeline import BuildConfig, build_pipeline, clean_repository_model
+    from infer.tasks.anomaly.pipeline_eval import markdown, model_card
+    from infer.tasks.default_repository import default_repository_path
+
+    repo = a.path or default_repository_path()
+    cfg = BuildConfig(n_train=a.events, n_validation=a.events // 2, n_test=a.events // 2, n_users=a.users,
+                      seed=a.seed)
+    clean_repository_model(repo, a.name)
+    summary = build_pipeline(repo, a.name, cfg)
+    (repo / a.name / "MODEL_CARD.md").write_text(model_card(summary))
+    print(markdown(summary))
+    print(f"wrote {a.name} and its stage models into {repo} (model card: {repo / a.name / 'MODEL_CARD.md'})")
+    return 0
+
+
 def _cmd_build(a: argparse.Namespace) -> int:
     from infer.tasks.default_repository import build_default_repository, default_repository_path
 
@@ -292,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     _client_args(ml)
     ml.add_argument("--token", default=os.environ.get("INFER_TOKEN", ""), help="bearer token (or $INFER_TOKEN)")
     ml.set_defaults(fn=_cmd_models)
+    mb = msub.add_parser("build", help="Train, evaluate and write a model family into a repository.")
+    mb.add_argument("family", choices=["anomaly"])
+    mb.add_argument("--path", type=Path, help="repository (default: the embedded default repository's place)")
+    mb.add_argument("--name", default="anomaly", help="model name (stage models get it as a prefix)")
+    mb.add_argument("--events", type=int, default=60_000, help="training events (validation and test: half each)")
+    mb.add_argument("--users", type=int, default=50)
+    mb.add_argument("--seed", type=int, default=0)
+    mb.set_defaults(fn=_cmd_models_build)
     add_history_parser(msub, _common)
     _registry_parser(sub)
     add_deploy_parser(sub, _common)

@@ -96,12 +96,14 @@ async def test_the_embedded_default_repository_is_built_and_served(tmp_path: Pat
         async with grpc.aio.insecure_channel(srv.address) as ch:
             stub = pb_grpc.GRPCInferenceServiceStub(ch)
             assert (await stub.ServerReady(pb.ServerReadyRequest())).ready
-            x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
-            resp = await stub.ModelInfer(_request("anomaly", x, name="features"))
-            assert [o.name for o in resp.outputs] == ["label", "score"]
+            md = await stub.ModelMetadata(pb.ModelMetadataRequest(name="anomaly"))
+            assert md.platform == "ensemble" and "content_hash" in [i.name for i in md.inputs]
+            assert [o.name for o in md.outputs][:4] == ["score", "is_anomalous", "severity", "anomaly_type"]
     finally:
         assert srv.stop() == 0, srv.output()
-    assert (tmp_path / "model_repository" / "anomaly" / "1" / "model.onnx").is_file()
+    repo = tmp_path / "model_repository"
+    assert (repo / "anomaly_iforest" / "1" / "model.onnx").is_file()
+    assert "## Held-out evaluation" in (repo / "anomaly" / "MODEL_CARD.md").read_text()
 
 
 @pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["probe", "--help"], ["models", "list", "--help"],

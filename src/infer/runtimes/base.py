@@ -121,6 +121,13 @@ def _ensemble() -> type[Runtime]:
     return EnsembleRuntime
 
 
+def _kernel() -> type[Runtime]:
+    from infer.runtimes.kernel import KernelRuntime
+
+    return KernelRuntime
+
+
 register_runtime(("onnxruntime_onnx", "onnxruntime"), _onnx)
+register_runtime(("kernel",), _kernel)
 register_runtime(("ensemble",), _ensemble)
 register_runtime(("rules",), _rules)

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from infer.tasks.anomaly.build import build_model as build_anomaly
-
 __all__ = [
     "DEFAULT_BUILDERS",
     "build_default_repository",
@@ -27,26 +25,30 @@ __all__ = [
 ]
 
 # Bump when a builder's output changes, so that existing default repositories are rebuilt.
-REPOSITORY_VERSION: Final = 1
+REPOSITORY_VERSION: Final = 2
 MARKER: Final = ".infer-default-repository.json"
 
 
-def _anomaly(repo: Path) -> None:
-    build_anomaly(repo, name="anomaly")
+def _anomaly(repo: Path) -> list[str]:
+    """The anomaly pipeline (an ensemble of six stage models), trained on generated event streams."""
+    from infer.tasks.anomaly.pipeline import BuildConfig, build_pipeline
+
+    build_pipeline(repo, "anomaly", BuildConfig(), progress=False)
+    return sorted(p.name for p in repo.iterdir() if p.is_dir() and p.name.startswith("anomaly"))
 
 
-# model name -> function writing <repo>/<name>/ (config.pbtxt and 1/model.onnx)
-DEFAULT_BUILDERS: dict[str, Callable[[Path], None]] = {"anomaly": _anomaly}
+# family -> function writing its models into the repository and returning their names
+DEFAULT_BUILDERS: dict[str, Callable[[Path], list[str]]] = {"anomaly": _anomaly}
 
 
 def build_default_repository(path: Path) -> list[str]:
     """Build every default model into ``path`` (created if needed); return the model names."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    names = list(DEFAULT_BUILDERS)
-    for name in names:
-        DEFAULT_BUILDERS[name](path)
-    marker = {"version": REPOSITORY_VERSION, "models": names}
+    names: list[str] = []
+    for family in DEFAULT_BUILDERS:
+        names += DEFAULT_BUILDERS[family](path)
+    marker = {"version": REPOSITORY_VERSION, "families": list(DEFAULT_BUILDERS), "models": names}
     (path / MARKER).write_text(json.dumps(marker) + "\n")
     return names
 
@@ -65,12 +67,9 @@ def _is_complete(path: Path) -> bool:
         return False
     if not isinstance(marker, dict) or marker.get("version") != REPOSITORY_VERSION:
         return False
-    if marker.get("models") != list(DEFAULT_BUILDERS):
+    if marker.get("families") != list(DEFAULT_BUILDERS) or not marker.get("models"):
         return False
-    return all(
-        (path / name / "config.pbtxt").is_file() and (path / name / "1" / "model.onnx").is_file()
-        for name in DEFAULT_BUILDERS
-    )
+    return all((path / name / "config.pbtxt").is_file() and (path / name / "1").is_dir() for name in marker["models"])
 
 
 def _discard(path: Path) -> None:

@@ -1,0 +1,101 @@
+"""Kernel programs: models computed by numba kernels (``kernels/``) rather than a graph runtime.
+
+A version directory holds ``kernel.json`` naming a program and its parameters, plus any state files the
+program reads (``backend: "kernel"``)::
+
+    {"program": "anomaly_features", "params": {"state": "state.npz"}}
+
+Programs are chosen by name from :data:`PROGRAMS` (loaded lazily, like runtimes); each declares its tensors
+and computes a batch. Stateful programs (rolling per-user features, per-series histories) see batches in the
+order the scheduler runs them and keep their state behind a lock, so ``instance_group.count`` above 1 gains
+nothing for them; the state starts from the file shipped with the model (the state at the end of training)
+and lives in memory while the version is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from infer.config.model import ModelConfig
+from infer.core.types import TensorSpec
+from infer.errors import InferError, ModelConfigError, ModelExecutionError
+from infer.runtimes.base import Array, Runtime, RuntimeOptions, Signature
+
+__all__ = ["PROGRAMS", "KernelRuntime", "Program", "register_program"]
+
+
+class Program(Protocol):
+    inputs: tuple[TensorSpec, ...]  # served shapes, batch dimension first
+    outputs: tuple[TensorSpec, ...]
+
+    def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]: ...
+
+
+ProgramFactory = Callable[[Path, dict[str, Any]], Program]
+PROGRAMS: dict[str, Callable[[], ProgramFactory]] = {}
+
+
+def register_program(name: str, loader: Callable[[], ProgramFactory]) -> None:
+    PROGRAMS[name] = loader
+
+
+def _anomaly(name: str) -> Callable[[], ProgramFactory]:
+    def load() -> ProgramFactory:
+        from infer.runtimes import anomaly_programs
+
+        factory: ProgramFactory = getattr(anomaly_programs, name)
+        return factory
+
+    return load
+
+
+for _name in ("anomaly_features", "anomaly_streaming", "anomaly_scorer"):
+    register_program(_name, _anomaly(_name))
+
+
+class KernelRuntime(Runtime):
+    names = ("kernel",)
+    default_filename = "kernel.json"
+
+    def __init__(self, program: Program, name: str) -> None:
+        self._program = program
+        self._name = name
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path, config: ModelConfig, options: RuntimeOptions) -> KernelRuntime:
+        where = f"model '{config.name}'"
+        try:
+            doc = json.loads(path.read_text())
+            name, params = str(doc["program"]), dict(doc.get("params", {}))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ModelConfigError(f"{where}: {path.name} must be JSON with a 'program' name: {e}") from None
+        loader = PROGRAMS.get(name)
+        if loader is None:
+            raise ModelConfigError(f"{where}: unknown kernel program '{name}' (known: {', '.join(sorted(PROGRAMS))})")
+        try:
+            program = loader()(path.parent, params)
+        except InferError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ModelConfigError(f"{where}: program '{name}' cannot load: {e}") from None
+        return cls(program, name)
+
+    def signature(self) -> Signature:
+        return Signature(self._program.inputs, self._program.outputs)
+
+    def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
+        with self._lock:  # stateful programs see one batch at a time, in order
+            try:
+                return self._program.run(inputs, outputs)
+            except InferError:
+                raise
+            except (ValueError, TypeError) as e:
+                raise ModelExecutionError(f"kernel program '{self._name}' failed: {e}") from None
+
+    def describe(self) -> str:
+        return f"kernel program {self._name}"

@@ -1,0 +1,279 @@
+"""Build the anomaly pipeline: generate event streams, extract features, train five detectors and the ensemble
+scorer, write every stage and the ensemble into a model repository, evaluate on a held-out stream.
+
+Models written (each also served on its own)::
+
+    anomaly_features     kernel program: raw event fields -> features [F], series (user hash)
+    anomaly_iforest      ONNX: IsolationForest            x [F] -> score, prob
+    anomaly_lof          ONNX: LocalOutlierFactor          x [F] -> score, prob
+    anomaly_autoencoder  ONNX: PyTorch autoencoder, INT8   x [F] -> score, prob   (needs the torch extra to build)
+    anomaly_streaming    kernel program: EW z-score and moving-average deviation per user -> probs [2]
+    anomaly_scorer       kernel program: weights, thresholds, severity, type, top features
+    anomaly              the ensemble of them: raw events in; score, is_anomalous, severity, anomaly_type,
+                         top_features, detector_probs out
+
+Training uses the normal-only training stream (unsupervised detectors); the scorer's weights, decision and
+severity thresholds and type classifier are fitted on the labelled validation stream; the test stream is only
+evaluated. The states shipped (rolling features, per-series histories) are those at the end of validation, so
+the model continues where its data ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from numpy.typing import NDArray
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import precision_recall_curve
+
+from infer.tasks.anomaly import detectors as det
+from infer.tasks.anomaly import events as ev
+
+__all__ = ["BuildConfig", "Progress", "build_pipeline", "ensemble_config"]
+
+log = logging.getLogger(__name__)
+
+F32 = NDArray[np.float32]
+STREAM_COLUMNS = ("log_api_latency_ms", "hash_ms_per_mb", "log_file_size", "user_events_last_hour")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    n_train: int = 60_000
+    n_validation: int = 30_000
+    n_test: int = 30_000
+    n_users: int = 50  # with 50 users 60k events span about a month: every weekday and hour is seen
+    seed: int = 0
+    capacity: int = 8192  # rolling-state slots (users, namespaces, series): a power of two
+    lof_rows: int = 5_000  # LOF compares each event with this many training rows at serve time
+    ae_epochs: int = 30
+    max_batch_size: int = 256
+    with_autoencoder: bool | None = None  # None: when torch is installed
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.total, self.done, self.enabled = total, 0, enabled
+        self._t0 = time.monotonic()
+        self._tty = sys.stderr.isatty()
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        width = 24
+        filled = int(width * self.done / self.total)
+        took = time.monotonic() - self._t0
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {what} ({took:.0f} s)"
+        print(("\r" + line.ljust(100)) if self._tty else line, end="" if self._tty else "\n", file=sys.stderr,
+              flush=True)
+        if self._tty and self.done == self.total:
+            print(file=sys.stderr)
+
+
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _best_f1_threshold(y: NDArray[np.bool_], score: NDArray[np.floating]) -> float:
+    precision, recall, thresholds = precision_recall_curve(y, score)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
+def _robust_scale(x: F32) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    centre = np.median(x, axis=0).astype(np.float64)
+    q75, q25 = np.percentile(x, [75, 25], axis=0)
+    scale = np.maximum.reduce([(q75 - q25) / 1.349, 0.1 * x.std(axis=0), np.full(x.shape[1], 1e-3)])
+    return centre, scale.astype(np.float64)
+
+
+def _write(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data if isinstance(data, bytes) else data.encode())
+    os.replace(tmp, path)
+
+
+def _onnx_model(repo: Path, name: str, model: onnx.ModelProto, mbs: int) -> None:
+    _write(repo / name / "1" / "model.onnx", model.SerializeToString())
+    _write(repo / name / "config.pbtxt", f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {mbs}\n'
+                                         "dynamic_batching { }\n")
+
+
+def _kernel_model(repo: Path, name: str, program: str, params: dict[str, Any], mbs: int) -> Path:
+    d = repo / name / "1"
+    _write(d / "kernel.json", json.dumps({"program": program, "params": params}, indent=1))
+    _write(repo / name / "config.pbtxt", f'name: "{name}"\nbackend: "kernel"\nmax_batch_size: {mbs}\n'
+                                         "dynamic_batching { }\n")
+    return d
+
+
+def ensemble_config(name: str, detectors: list[str], n_detector_columns: int, top_k: int, mbs: int) -> str:
+    """The config.pbtxt of the ``anomaly`` ensemble over the stage models."""
+    from infer.runtimes.anomaly_programs import RAW_FIELDS
+
+    types = {"FP64": "TYPE_FP64", "BYTES": "TYPE_STRING", "INT64": "TYPE_INT64", "FP32": "TYPE_FP32",
+             "INT32": "TYPE_INT32"}
+    ins = ", ".join(f'{{ name: "{n}" data_type: {types[dt.value]} dims: [1] }}' for n, dt in RAW_FIELDS)
+    outs = [("score", "TYPE_FP32", 1), ("is_anomalous", "TYPE_BOOL", 1), ("severity", "TYPE_STRING", 1),
+            ("anomaly_type", "TYPE_STRING", 1), ("top_features", "TYPE_STRING", top_k),
+            ("detector_probs", "TYPE_FP32", n_detector_columns)]
+    out_text = ", ".join(f'{{ name: "{n}" data_type: {t} dims: [{d}] }}' for n, t, d in outs)
+
+    def step(model: str, ins: dict[str, str], outs: dict[str, str]) -> str:
+        imap = " ".join(f'input_map {{ key: "{k}" value: "{v}" }}' for k, v in ins.items())
+        omap = " ".join(f'output_map {{ key: "{k}" value: "{v}" }}' for k, v in outs.items())
+        return f'  {{ model_name: "{model}" model_version: -1 {imap} {omap} }}'
+
+    steps = [step(f"{name}_features", {n: n for n, _ in RAW_FIELDS}, {"features": "features", "series": "series"})]
+    steps += [step(f"{name}_{d}", {"x": "features"}, {"prob": f"p_{d}"}) for d in detectors]
+    steps.append(step(f"{name}_streaming", {"features": "features", "series": "series"}, {"probs": "p_streaming"}))
+    scorer_in = {"features": "features", "series": "series", **{d: f"p_{d}" for d in detectors},
+                 "streaming": "p_streaming"}
+    steps.append(step(f"{name}_scorer", scorer_in, {o[0]: o[0] for o in outs}))
+    return (f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {mbs}\ninput [ {ins} ]\noutput [ {out_text} ]\n'
+            "ensemble_scheduling { step [\n" + ",\n".join(steps) + "\n] }\n")
+
+
+def build_pipeline(
+    repo: Path, name: str = "anomaly", config: BuildConfig | None = None, *, progress: bool = True,
+    evaluate: bool = True,
+) -> dict[str, Any]:
+    """Train every stage, write them and the ensemble into ``repo``; return the held-out evaluation."""
+    from infer.runtimes.anomaly_programs import StreamingProgram
+    from kernels import anomaly_features as af
+    from kernels import anomaly_scoring as sc
+
+    cfg = config or BuildConfig()
+    with_ae = _has_torch() if cfg.with_autoencoder is None else cfg.with_autoencoder
+    bar = Progress(9 if evaluate else 8, enabled=progress)
+    split = ev.generate_split(cfg.n_train, cfg.n_validation, cfg.n_test, cfg.seed, n_users=cfg.n_users)
+    bar.step("generated event streams")
+
+    state = af.new_state(cfg.capacity)
+    x_tr, x_va = af.extract(split.train.events, state), af.extract(split.validation.events, state)
+    enc = {k: af.encode_events(s.events).user for k, s in (("train", split.train), ("val", split.validation))}
+    bar.step("extracted features")
+
+    rng = np.random.default_rng(cfg.seed)
+    lof_rows = x_tr[np.sort(rng.choice(len(x_tr), min(cfg.lof_rows, len(x_tr)), replace=False))]
+    models: dict[str, onnx.ModelProto] = {
+        "iforest": det.train_isolation_forest(x_tr, cfg.seed, n_estimators=200),
+    }
+    bar.step("trained the isolation forest")
+    models["lof"] = det.train_lof(lof_rows, cfg.seed, n_neighbors=20)
+    bar.step("trained the local outlier factor")
+    ae_fp32 = None
+    if with_ae:
+        ae_fp32 = det.train_autoencoder(x_tr, cfg.seed, epochs=cfg.ae_epochs)
+        models["autoencoder"] = det.quantize_int8(ae_fp32, x_tr)
+    bar.step("trained and quantized the autoencoder" if with_ae else "skipped the autoencoder (no torch)")
+
+    stream = StreamingProgram(Path("."), {"columns": list(STREAM_COLUMNS), "capacity": cfg.capacity})
+    p_stream = {k: stream.run({"features": x, "series": enc[k]}, ["probs"])["probs"]
+                for k, x in (("train", x_tr), ("val", x_va))}
+    detectors = list(models)
+    probs = {k: np.concatenate([*(det.score_onnx(models[d], x)[1][:, None] for d in detectors), p_stream[k]], axis=1)
+             for k, x in (("train", x_tr), ("val", x_va))}
+    columns = [*detectors, "zscore", "madev"]
+    bar.step("scored the detectors")
+
+    y_va = split.validation.is_anomaly
+    lr = LogisticRegression(C=1.0, max_iter=2000).fit(sc.logit(probs["val"]), y_va)
+    weights, bias = lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
+    score_va = sc.combine(probs["val"], weights, bias)
+    decision = _best_f1_threshold(y_va, score_va)
+    lg = sc.logit(score_va)
+    above = lg[lg >= sc.logit(np.array([decision]))[0]]
+    thresholds = [float(sc.logit(np.array([decision]))[0]),
+                  *(float(q) for q in np.quantile(above, [0.5, 0.8, 0.95]))]
+    centre, scale = _robust_scale(x_tr)
+    anomalies = y_va & (split.validation.kind > 0)
+    contrib = sc.contributions(x_va[anomalies], centre, scale)
+    typer = LogisticRegression(C=0.5, max_iter=3000).fit(
+        np.concatenate([np.log1p(contrib.astype(np.float64)), sc.logit(probs["val"][anomalies])], axis=1),
+        split.validation.kind[anomalies] - 1)
+    type_w = np.zeros((x_va.shape[1] + len(columns), len(ev.KINDS)))
+    type_b = np.full(len(ev.KINDS), -1e9)
+    type_w[:, typer.classes_] = typer.coef_.T
+    type_b[typer.classes_] = typer.intercept_
+    series_state = _warm_series(sc, probs, weights, bias, enc, thresholds, cfg.capacity)
+    bar.step("fitted the ensemble scorer")
+
+    # ---- write the repository
+    mbs = cfg.max_batch_size
+    feat_dir = _kernel_model(repo, f"{name}_features", "anomaly_features", {"state": "state.npz"}, mbs)
+    state.save(feat_dir / "state.npz")
+    for d, model in models.items():
+        _onnx_model(repo, f"{name}_{d}", model, mbs)
+    stream_dir = _kernel_model(repo, f"{name}_streaming", "anomaly_streaming",
+                               {"columns": list(STREAM_COLUMNS), "states": True}, mbs)
+    stream.save(stream_dir, STREAM_COLUMNS)
+    scorer_params = {
+        "detectors": [[d, 1] for d in detectors] + [["streaming", 2]], "detector_columns": columns,
+        "weights": weights.tolist(), "bias": bias, "thresholds": thresholds, "centre": centre.tolist(),
+        "scale": scale.tolist(), "type_weights": type_w.tolist(), "type_bias": type_b.tolist(),
+        "kinds": list(ev.KINDS), "top_k": 3, "series_state": "series.npz",
+    }
+    scorer_dir = _kernel_model(repo, f"{name}_scorer", "anomaly_scorer", scorer_params, mbs)
+    series_state.save(scorer_dir / "series.npz")
+    (repo / name / "1").mkdir(parents=True, exist_ok=True)
+    _write(repo / name / "config.pbtxt", ensemble_config(name, detectors, len(columns), 3, mbs))
+    bar.step("wrote the models")
+
+    summary: dict[str, Any] = {
+        "model": name, "config": asdict(cfg), "detectors": columns, "weights": dict(zip(columns, weights.tolist(),
+                                                                                          strict=True)),
+        "bias": bias, "thresholds_logit": thresholds, "autoencoder": "PyTorch MLP, static INT8 (QDQ)" if with_ae
+        else "not built (torch not installed)",
+        "n_features": int(x_tr.shape[1]), "feature_names": list(af.FEATURE_NAMES),
+    }
+    if evaluate:
+        from infer.tasks.anomaly.pipeline_eval import evaluate_pipeline
+
+        summary["evaluation"] = evaluate_pipeline(repo, name, split, columns, probs["val"], ae_fp32)
+        bar.step("evaluated on the held-out stream")
+    _write(repo / name / "metrics.json", json.dumps(summary, indent=1))
+    if evaluate:
+        from infer.tasks.anomaly.pipeline_eval import model_card
+
+        _write(repo / name / "MODEL_CARD.md", model_card(summary))
+    return summary
+
+
+def _warm_series(sc: Any, probs: dict[str, Any], weights: Any, bias: float, users: dict[str, Any],
+                 thresholds: list[float], capacity: int) -> Any:
+    """Each user's score history over train and validation, as serving would have built it."""
+    from kernels import streaming
+
+    state = streaming.new_series_state("zscore", capacity)
+    for k in ("train", "val"):
+        sc.severity(sc.combine(probs[k], weights, bias), users[k], state, np.asarray(thresholds))
+    return state
+
+
+def clean_repository_model(repo: Path, name: str) -> None:
+    """Remove what :func:`build_pipeline` writes for ``name`` (before a rebuild)."""
+    for suffix in ("", "_features", "_iforest", "_lof", "_autoencoder", "_streaming", "_scorer"):
+        shutil.rmtree(repo / f"{name}{suffix}", ignore_errors=True)
+
+
+Builder = Callable[[Path], dict[str, Any]]

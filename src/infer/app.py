@@ -28,6 +28,7 @@ from infer.controlplane.service import ControlPlane
 from infer.dataplane.cache import ResponseCache
 from infer.dataplane.service import DataPlane
 from infer.errors import InferError
+from infer.observability.alerts import AlertManager, AlertsConfig
 from infer.observability.http import MetricsServer
 from infer.observability.metrics import Metrics
 from infer.registry.artifacts import LocalArtifactStore
@@ -61,6 +62,7 @@ class App:
         self.control: ControlPlane | None = None
         self._canaries: CanaryController | None = None
         self.health: HealthPublisher | None = None
+        self.alerts: AlertManager | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -83,9 +85,12 @@ class App:
         self.control = _control_plane(cfg)
         registry.add_listener(self.control)  # served versions' lifecycle moves, recorded in the store
         self.metrics.deployments = self.control.router.figures
+        if cfg.alerts_config is not None:
+            self.alerts = AlertManager(AlertsConfig.load(cfg.alerts_config))
+            await self.alerts.start()
         dp = self.dataplane = DataPlane(
             registry, dispatcher, cache=cache,
-            router=self.control.router,
+            router=self.control.router, alerts=self.alerts,
         )
         registry.add_listener(dp)
         self.health = HealthPublisher(dp)
@@ -153,6 +158,8 @@ class App:
         await asyncio.sleep(0.1)
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s)
+        if self.alerts is not None:
+            await self.alerts.stop(min(self.config.shutdown_grace_s, 5.0))  # flush what is queued
         if dp is not None:
             await dp.registry.close()
         if self._metrics_server is not None:

@@ -71,6 +71,9 @@ class ServerConfig(BaseModel):
         None, description="JSON token file: every call but health checks needs 'authorization: Bearer <token>'."
     )
     audit_log: Path | None = Field(None, description="Append control-plane changes here as JSON lines.")
+    alerts_config: Path | None = Field(
+        None, description="JSON alert sinks (webhook, slack, pagerduty): anomaly answers above a severity go there."
+    )
     shutdown_grace_s: float = Field(30.0, ge=0, description="Time in-flight requests get on SIGTERM.")
     reuse_port: bool = Field(False, description="Set SO_REUSEPORT so several processes share the port.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

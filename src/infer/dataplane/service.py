@@ -17,6 +17,7 @@ from infer.core.types import DataType, InferRequest, InferResponse, Tensor, Tens
 from infer.dataplane.cache import ResponseCache, cache_key
 from infer.dataplane.validate import reserved_parameters, validate_inputs, validate_outputs
 from infer.errors import DeadlineExceeded, InferError, InvalidArgument, ModelExecutionError, NotFound, Unavailable
+from infer.observability.alerts import AlertManager, alerts_from_response
 from infer.registry.lifecycle import ModelState
 from infer.registry.registry import IndexEntry, LoadedVersion, ModelRegistry
 from infer.routing.policies import Deployment, Target
@@ -66,8 +67,10 @@ class DataPlane:
         *,
         cache: ResponseCache | None = None,
         router: Router | None = None,
+        alerts: AlertManager | None = None,
     ) -> None:
         self.registry = registry
+        self.alerts = alerts
         self.cache = cache
         self.router = router
         self._shadow_tasks: set[asyncio.Future[None]] = set()
@@ -114,6 +117,31 @@ class DataPlane:
     async def infer(self, request: InferRequest) -> InferResponse:
         if self.stopping:
             raise Unavailable("server is shutting down")
+        resp = await self._infer_routed(request)
+        if self.alerts is not None and resp.outputs and any(t.name == "severity" for t in resp.outputs):
+            self._alert(request, resp)
+        return resp
+
+    def _alert(self, request: InferRequest, resp: InferResponse) -> None:
+        """Anomaly answers above a sink's severity go to the alert sinks (queued; never delays the answer)."""
+        assert self.alerts is not None
+        outputs = {t.name: t.data for t in resp.outputs}
+        if not {"score", "anomaly_type", "top_features"} <= outputs.keys():
+            return
+        rows = len(outputs["severity"])
+        events = {t.name: t.data for t in request.inputs if len(t.data) == rows}
+        user = events.get("user")
+        keys = None if user is None else [v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+                                          for v in user.reshape(-1)]
+        try:
+            found = alerts_from_response(resp.model_name, resp.model_version, outputs, request.id,
+                                         keys if keys is not None and len(keys) == rows else None, events=events)
+        except InferError:
+            return
+        for alert in found:
+            self.alerts.submit(alert)
+
+    async def _infer_routed(self, request: InferRequest) -> InferResponse:
         routed = self.router.route(request) if self.router is not None else None
         if routed is None:
             return await self._infer_one(request, self.registry.get(request.model_name, request.model_version), 0)

@@ -144,9 +144,10 @@ def test_default_repository_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 def test_ensure_default_repository(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls: list[Path] = []
 
-    def small_anomaly(repo: Path) -> None:
+    def small_anomaly(repo: Path) -> list[str]:
         calls.append(repo)
         build_model(repo, name="anomaly", n_train=1000)
+        return ["anomaly"]
 
     monkeypatch.setitem(default_repository.DEFAULT_BUILDERS, "anomaly", small_anomaly)
     monkeypatch.setenv("INFER_HOME", str(tmp_path))
@@ -164,7 +165,7 @@ def test_ensure_default_repository(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 
 def test_failed_build_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    def broken(repo: Path) -> None:
+    def broken(repo: Path) -> list[str]:
         (repo / "anomaly").mkdir()
         raise RuntimeError("boom")
 
@@ -176,8 +177,9 @@ def test_failed_build_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def test_build_default_repository_lists_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    def small_anomaly(repo: Path) -> None:
+    def small_anomaly(repo: Path) -> list[str]:
         build_model(repo, name="anomaly", n_train=1000)
+        return ["anomaly"]
 
     monkeypatch.setitem(default_repository.DEFAULT_BUILDERS, "anomaly", small_anomaly)
     names = default_repository.build_default_repository(tmp_path / "repo")

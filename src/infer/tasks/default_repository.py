@@ -48,7 +48,8 @@ def build_default_repository(path: Path) -> list[str]:
     names: list[str] = []
     for family in DEFAULT_BUILDERS:
         names += DEFAULT_BUILDERS[family](path)
-    marker = {"version": REPOSITORY_VERSION, "families": list(DEFAULT_BUILDERS), "models": names}
+    files = sorted(str(f.relative_to(path)) for name in names for f in (path / name).rglob("*") if f.is_file())
+    marker = {"version": REPOSITORY_VERSION, "families": list(DEFAULT_BUILDERS), "models": names, "files": files}
     (path / MARKER).write_text(json.dumps(marker) + "\n")
     return names
 
@@ -69,7 +70,9 @@ def _is_complete(path: Path) -> bool:
         return False
     if marker.get("families") != list(DEFAULT_BUILDERS) or not marker.get("models"):
         return False
-    return all((path / name / "config.pbtxt").is_file() and (path / name / "1").is_dir() for name in marker["models"])
+    models_ok = all((path / name / "config.pbtxt").is_file() and (path / name / "1").is_dir()
+                    for name in marker["models"])
+    return models_ok and all((path / f).is_file() for f in marker.get("files", []))
 
 
 def _discard(path: Path) -> None:

@@ -141,14 +141,18 @@ def test_autoencoder_prob_is_uniform_on_the_training_rows(
     _assert_uniform_prob(autoencoders["autoencoder"], toy["train"])
 
 
-def test_isolation_forest_matches_sklearn(
-    classic: dict[str, det.FittedDetector], toy: dict[str, NDArray[np.float32]]
-) -> None:
-    fitted = classic["isolation_forest"]
+@pytest.mark.parametrize("whiten", [False, True])
+def test_isolation_forest_matches_sklearn(toy: dict[str, NDArray[np.float32]], whiten: bool) -> None:
+    fitted = det.fit_isolation_forest(toy["train"], 0, whiten=whiten, n_estimators=50)
     x = np.concatenate([toy["train"], toy["inliers"], toy["outliers"]])
-    score, _ = det.score_onnx(det.export_isolation_forest(fitted), x)
-    reference = -fitted.estimator.score_samples(fitted.scaler.transform(x))
-    np.testing.assert_allclose(score, reference, rtol=1e-5)
+    score, prob = det.score_onnx(det.export_isolation_forest(fitted), x)
+    reference = -fitted.estimator.score_samples(fitted.features(x))
+    np.testing.assert_allclose(score, reference, rtol=1e-4, atol=1e-6)
+    n_in, n_out = len(toy["inliers"]), len(toy["outliers"])
+    assert prob[-n_out:].min() > np.median(prob[-(n_in + n_out):-n_out])  # outliers rank above inliers
+    if whiten:  # the rotation is real: the whitened training rows are uncorrelated with unit variance
+        u = fitted.features(toy["train"])
+        np.testing.assert_allclose(np.cov(u, rowvar=False), np.eye(u.shape[1]), atol=1e-3)
 
 
 def test_lof_matches_sklearn(classic: dict[str, det.FittedDetector], toy: dict[str, NDArray[np.float32]]) -> None:

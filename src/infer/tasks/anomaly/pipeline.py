@@ -114,8 +114,11 @@ def _write(path: Path, data: bytes | str) -> None:
 
 def _onnx_model(repo: Path, name: str, model: onnx.ModelProto, mbs: int) -> None:
     _write(repo / name / "1" / "model.onnx", model.SerializeToString())
+    # no spinning intra-op threads: six stages share the cores, and idle spinners took them from the busy ones
+    # (benchmarks/RESULTS.md, anomaly pipeline: 2x throughput at 64 events a request with spinning off)
     _write(repo / name / "config.pbtxt", f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {mbs}\n'
-                                         "dynamic_batching { }\n")
+                                         "dynamic_batching { }\n"
+                                         'parameters: { key: "infer.allow_spinning" value: { string_value: "0" } }\n')
 
 
 def _kernel_model(repo: Path, name: str, program: str, params: dict[str, Any], mbs: int) -> Path:

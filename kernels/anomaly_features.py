@@ -1,68 +1,92 @@
 """Feature kernels for the anomaly family: raw upload events in, ``float32[N, F]`` features out.
 
 Training and serving call the same :func:`extract` with a :class:`FeatureState`, so both compute exactly the
-same features: per-key rolling state lives in bounded preallocated arrays, each event's features use the
-state *before* the event and then fold the event in, in input order.  A stream gives identical features
-whether it is extracted in one call or in consecutive chunks of any size, and the state after training
-warm-up can be saved beside the model (:meth:`FeatureState.save`) and loaded at serve time.
+same features: rolling state lives in bounded preallocated arrays, each event's features use the state
+*before* the event and then fold the event in, in input order.  A stream gives identical features whether
+it is extracted in one call or in consecutive chunks of any size, and the state after training warm-up can
+be saved beside the model (:meth:`FeatureState.save`) and loaded at serve time.
 
 Raw events are a mapping of equal-length arrays: ``timestamp`` (float64 s since the epoch, UTC), ``user``,
 ``namespace``, ``file_type`` (lowercase extension, "" for none) and ``content_hash`` (normally 64 lowercase
 hex chars) as str arrays, ``file_size`` (int64 bytes), ``hash_time_ms`` and ``api_latency_ms`` (float32),
 ``concurrency`` (int32).  :func:`encode_events` turns the strings into fixed-width bytes and 64-bit FNV-1a
 hashes once; :func:`extract` accepts raw or encoded events.  Numeric inputs that are negative or not finite
-are read as 0; timestamps must be finite and should be non-decreasing (a gap below zero counts as zero).
+are read as 0; timestamps must be finite and should be non-decreasing (a gap below zero counts as zero, and
+a day or week earlier than the user's latest counts as that latest one).
 
-Features (``FEATURE_NAMES`` order; *stateful* ones marked with a star):
+Features (``FEATURE_NAMES`` order; *stateful* ones marked with a star).  The novelty features compare with
+the user's *earlier* days or weeks only, so an episode does not make itself look usual while it lasts.
 
 temporal
   ``hour_sin``, ``hour_cos``         time of day (UTC) on the unit circle, period 24 h
-  ``day_of_week``                    0 = Monday ... 6 = Sunday (UTC)
-  ``log_seconds_since_user_last`` *  log1p(seconds since the user's previous event), gaps capped at 30 days;
-                                     a user's first event gets the cap, log1p(2592000) = 14.77
-  ``user_events_last_hour`` *        the user's earlier events, each weighted exp(-age / 1 h)
+  ``weekend``                        1 on Saturday and Sunday (UTC), else 0
+  ``user_hour_novelty`` *            how unusual this hour is for the user: the larger of (a) 1 - the share of
+                                     the user's earlier active days (up to 31, UTC days) on which they were
+                                     active in this hour of the day or a neighbouring one, and (b) the same
+                                     over the user's earlier active weeks (up to 7) for this hour of the week,
+                                     from ``MIN_WEEKS`` such weeks on (weekends of weekday users); 0 for a user
+                                     without an earlier active day
 content
   ``log_file_size``                  log1p(bytes)
   ``file_type_code``                 1 + index into ``FILE_TYPES``; 0 = none or not in the vocabulary
-  ``user_file_type_novelty`` *       1 - share of this file type among the user's earlier events (weights
-                                     decay with a 7-day time constant); 1 for the user's first event
-  ``hash_hex_entropy``               Shannon entropy (bits, 0..4) of the hash's hex digits (either case)
-  ``hash_nonhex_fraction``           share of the hash's bytes that are not hex digits (1 for an empty hash)
-  ``hash_max_run``                   longest run of one repeated byte / hash length (1 for an empty hash)
-  ``hash_length_ok``                 1 if the hash is exactly 64 hex digits, else 0
+  ``user_file_type_novelty`` *       1 - share of the user's earlier active days (up to 31) on which they sent
+                                     this file type; 0 for a user without an earlier active day
+  ``size_type_zscore`` *             (log_file_size - mean) / sqrt(var + 0.01) over earlier files of this
+                                     type (all users; weight ``max(0.001, 1 / n)``), 0 for the first 5 of a type
 performance
-  ``hash_time_ms``                   milliseconds spent hashing, as given
+  ``log_hash_time_ms``               log1p(milliseconds spent hashing)
   ``log_api_latency_ms``             log1p(API latency in ms)
   ``concurrency``                    requests in flight, as given
   ``hash_ms_per_mb``                 hash_time_ms / max(file_size / 1e6, 0.1): ms per MB, sizes under 0.1 MB
                                      count as 0.1 MB so tiny files do not explode the ratio
+  ``user_latency_residual_zscore`` * log latency against the user's running regression of log latency on
+                                     log size: ``(dl - b * ds) / sqrt(var_l - b * cov + 0.01)`` with ``ds``,
+                                     ``dl`` the deviations from the user's means, ``b = cov / (var_s + 0.01)``;
+                                     a slow call, not a big file; 0 until the user has 5 events
+  ``concurrency_zscore`` *           z-score of log1p(concurrency) against earlier events in the same hour of
+                                     the week (all users; weight ``max(0.01, 1 / n)``), 0 for the first 5
+  ``latency_drift`` *                running mean (weight 0.1: about the last 10 events, of all users) of the
+                                     earlier events' user_latency_residual_zscore, each clipped to +-4: the
+                                     service as a whole slowing down
 behavioural
-  ``user_rate_per_hour`` *           the user's earlier events weighted exp(-age / 24 h), divided by 24:
-                                     mean events per hour over about the last day
-  ``namespace_rate_per_hour`` *      the namespace's earlier events weighted exp(-age / 1 h)
-  ``user_namespace_entropy`` *       entropy (bits, 0..4) of the user's earlier events over 16 namespace
-                                     buckets (hashed), weights decaying with a 7-day time constant
-  ``user_namespace_novelty`` *       1 - share of this namespace's bucket in that distribution (1 if empty)
-  ``user_size_zscore`` *             (log_file_size - mean) / sqrt(var + 0.01) over the user's earlier events,
-                                     0 until the user has 5 events
-  ``user_latency_zscore`` *          the same for log_api_latency_ms
+  ``user_events_last_hour`` *        the user's earlier events, each weighted exp(-age / 1 h)
+  ``user_minute_rate_excess`` *      max(0, log1p(c) - log1p(p)): ``c`` the user's earlier events weighted
+                                     exp(-age / 1 min), ``p`` the user's peak of ``c`` + 1 on earlier days
+                                     (decaying with a 7-day time constant); bursts unlike the user's own
+  ``user_namespace_novelty`` *       1 - share of the user's earlier active days (up to 31) on which they used
+                                     this namespace; 0 for a user without an earlier active day
+security
+  ``hash_hex_entropy``               Shannon entropy (bits, 0..4) of the hash's hex digits (either case)
+  ``hash_nonhex_fraction``           share of the hash's bytes that are not hex digits (1 for an empty hash)
+  ``hash_max_run``                   longest run of one repeated byte / hash length (1 for an empty hash)
+  ``hash_well_formed``               1 if the hash is exactly 64 hex digits with at least 9 distinct digits
+                                     (a random SHA-256 shows about 15), else 0
+  ``hash_other_users`` *             other users that sent the same content recently: arrivals of the hash
+                                     from a user other than its last two distinct senders, each weighted
+                                     exp(-age / 6 h), less one if this user is one of those two
+  ``log_seconds_since_hash_seen`` *  log1p(seconds since the hash's previous event), capped at 30 days;
+                                     log1p(2592000) = 14.77 for a hash not seen (or no longer held)
 
-Running means and variances use the weight ``a = max(0.02, 1 / n)`` for the user's ``n``-th event (exact
-Welford averages over the first 50 events, exponential forgetting after): ``d = x - mean; mean += a * d;
-var = (1 - a) * (var + a * d**2)``.
+Running means and variances use the weight ``a = max(alpha, 1 / n)`` for the ``n``-th value (exact averages
+at first, exponential forgetting after): ``d = x - mean; mean += a * d; var = (1 - a) * (var + a * d**2)``,
+and the covariance likewise; the user statistics use ``alpha = 0.02``.
 
-State (:class:`FeatureState`, ``capacity`` slots per table, a power of two): users and namespaces are
-hashed (FNV-1a of their first ``KEY_WIDTH`` UTF-8 bytes) into set-associative tables with
-:data:`kernels.streaming.WAYS` slots per set (:func:`kernels.streaming.find_slot`).  A key keeps its slot
-while it stays among the ``WAYS`` most recently active keys of its set; a newcomer to a full set evicts the
-least recently active key, whose state is dropped, so an evicted user that comes back starts afresh (first
-event, novelty 1).  Two keys share a state only when their 64-bit hashes are equal.  Memory is fixed by
-``capacity`` (about 22 MiB at the default 65536, see :attr:`FeatureState.nbytes`).  A state is not meant to
-be shared by concurrent streams; :func:`extract` holds its lock while updating it.
+State (:class:`FeatureState`): users, (user, namespace) pairs and content hashes are hashed (FNV-1a of their
+first ``KEY_WIDTH`` UTF-8 bytes; the hash's first ``HASH_WIDTH`` bytes) into set-associative tables with
+:data:`kernels.streaming.WAYS` slots per set (:func:`kernels.streaming.find_slot`): ``capacity`` slots for
+users and hashes, ``PAIR_FACTOR * capacity`` for pairs.  A key keeps its slot while it stays among the
+``WAYS`` most recently active keys of its set; a newcomer to a full set evicts the least recently active
+one, whose state is dropped, so an evicted user that comes back starts afresh (no earlier days, novelty 0)
+and an evicted hash counts as never seen.  Two keys share a state only when their 64-bit hashes are equal.
+Day and week histories are bit masks (bit k: k days / weeks ago).  Small global tables hold the size
+statistics per file type, the concurrency statistics per hour of the week and the latency drift.  Memory is
+fixed by ``capacity``: about 47 MiB at the default 65536, 5.9 MiB at 8192 (:attr:`FeatureState.nbytes`).
+A state is not meant to be shared by concurrent streams; :func:`extract` holds its lock while updating it.
 
-:func:`extract_reference` computes the same features with plain NumPy and Python loops (for the tests and
-benchmarks); :mod:`kernels._cuda` has a ``numba.cuda`` variant of the stateless part, used by ``backend=
-"auto"`` for large batches when a GPU is present.
+:func:`extract_reference` (in :mod:`kernels._features_reference`, importable from here) computes the same
+features with plain NumPy and Python loops (for the tests and benchmarks); :mod:`kernels._cuda` has a
+``numba.cuda`` variant of the stateless part, used by ``backend="auto"`` for large batches when a GPU is
+present.
 """
 
 from __future__ import annotations
@@ -78,13 +102,14 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 
-from .streaming import _find_slot_py, _fmix64_py, find_slot, fmix64
+from .streaming import find_slot, fmix64
 
 __all__ = [
     "FEATURE_GROUPS",
     "FEATURE_NAMES",
     "FILE_TYPES",
     "STATEFUL_FEATURES",
+    "STATELESS_FEATURES",
     "EncodedEvents",
     "FeatureState",
     "encode_events",
@@ -103,38 +128,25 @@ __all__ = [
 ]
 
 FEATURE_GROUPS: Final[dict[str, tuple[str, ...]]] = {
-    "temporal": ("hour_sin", "hour_cos", "day_of_week", "log_seconds_since_user_last", "user_events_last_hour"),
-    "content": (
-        "log_file_size",
-        "file_type_code",
-        "user_file_type_novelty",
-        "hash_hex_entropy",
-        "hash_nonhex_fraction",
-        "hash_max_run",
-        "hash_length_ok",
+    "temporal": ("hour_sin", "hour_cos", "weekend", "user_hour_novelty"),
+    "content": ("log_file_size", "file_type_code", "user_file_type_novelty", "size_type_zscore"),
+    "performance": (
+        *("log_hash_time_ms", "log_api_latency_ms", "concurrency", "hash_ms_per_mb"),
+        *("user_latency_residual_zscore", "concurrency_zscore", "latency_drift"),
     ),
-    "performance": ("hash_time_ms", "log_api_latency_ms", "concurrency", "hash_ms_per_mb"),
-    "behavioural": (
-        "user_rate_per_hour",
-        "namespace_rate_per_hour",
-        "user_namespace_entropy",
-        "user_namespace_novelty",
-        "user_size_zscore",
-        "user_latency_zscore",
+    "behavioural": ("user_events_last_hour", "user_minute_rate_excess", "user_namespace_novelty"),
+    "security": (
+        *("hash_hex_entropy", "hash_nonhex_fraction", "hash_max_run", "hash_well_formed"),
+        *("hash_other_users", "log_seconds_since_hash_seen"),
     ),
 }
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(n for group in FEATURE_GROUPS.values() for n in group)
-STATEFUL_FEATURES: Final[tuple[str, ...]] = (
-    "log_seconds_since_user_last",
-    "user_events_last_hour",
-    "user_file_type_novelty",
-    "user_rate_per_hour",
-    "namespace_rate_per_hour",
-    "user_namespace_entropy",
-    "user_namespace_novelty",
-    "user_size_zscore",
-    "user_latency_zscore",
+STATELESS_FEATURES: Final[tuple[str, ...]] = (  # the columns the stateless kernels (CPU and CUDA) write
+    *("hour_sin", "hour_cos", "weekend", "log_file_size", "file_type_code"),
+    *("hash_hex_entropy", "hash_nonhex_fraction", "hash_max_run", "hash_well_formed"),
+    *("log_hash_time_ms", "log_api_latency_ms", "concurrency", "hash_ms_per_mb"),
 )
+STATEFUL_FEATURES: Final[tuple[str, ...]] = tuple(n for n in FEATURE_NAMES if n not in STATELESS_FEATURES)
 FILE_TYPES: Final[tuple[str, ...]] = (  # 47 types + "none/unknown" = 48 per-user buckets
     *("exe", "dll", "so", "msi", "jar", "scr", "apk", "dmg", "iso"),  # executables and images of them
     *("sh", "ps1", "bat", "vbs", "js", "py", "go", "java", "sql"),  # scripts and code
@@ -147,42 +159,60 @@ FILE_TYPES: Final[tuple[str, ...]] = (  # 47 types + "none/unknown" = 48 per-use
 KEY_WIDTH: Final[int] = 64  # bytes of a user / namespace name that are hashed
 FILE_TYPE_WIDTH: Final[int] = 16
 HASH_WIDTH: Final[int] = 72  # bytes of content_hash kept (a 64-char hash plus room to see it is too long)
-NS_BUCKETS: Final[int] = 16  # per-user namespace distribution: top 4 bits of fmix64(namespace hash)
-FT_BUCKETS: Final[int] = len(FILE_TYPES) + 1  # per-user file-type distribution, by file_type_code
+FT_BUCKETS: Final[int] = len(FILE_TYPES) + 1  # per-user file-type day masks, by file_type_code
+HOW_BUCKETS: Final[int] = 168  # hours of the week, from Monday 00:00 UTC
+PAIR_FACTOR: Final[int] = 4  # (user, namespace) slots per user slot
+MINUTE: Final[float] = 60.0
 HOUR: Final[float] = 3600.0
 DAY: Final[float] = 86400.0
-PROFILE_TAU: Final[float] = 7 * DAY
+MONDAY: Final[float] = 4 * DAY  # 1970-01-05 00:00 UTC, the first Monday of the epoch
+DAY_BITS: Final[int] = 32  # day masks: today and the 31 days before
+WEEK_BITS: Final[int] = 8  # week masks: this week and the 7 weeks before
+MIN_WEEKS: Final[int] = 2  # the hour-of-week part of user_hour_novelty needs this many earlier active weeks
 MAX_GAP: Final[float] = 30 * DAY
-Z_ALPHA: Final[float] = 0.02
+PEAK_TAU: Final[float] = 7 * DAY
+HASH_TAU: Final[float] = 6 * HOUR
+Z_ALPHA: Final[float] = 0.02  # per-user running statistics
+TYPE_ALPHA: Final[float] = 0.001  # size per file type
+CONC_ALPHA: Final[float] = 0.01  # concurrency per hour of the week
+DRIFT_ALPHA: Final[float] = 0.1
+DRIFT_CLIP: Final[float] = 4.0
 Z_WARMUP: Final[float] = 5.0
 Z_VAR_FLOOR: Final[float] = 0.01
 MIN_MB: Final[float] = 0.1
+MIN_DISTINCT_DIGITS: Final[int] = 9
 PARALLEL_MIN_EVENTS: Final[int] = 8192  # smaller batches run the stateless kernel on one thread
 CUDA_MIN_EVENTS: Final[int] = 262144  # backend="auto" uses the GPU from this batch size on
 
-_STATE_VERSION: Final[int] = 1
+_STATE_VERSION: Final[int] = 2
 _SCHEMA: Final[str] = repr(
-    (_STATE_VERSION, FEATURE_NAMES, FILE_TYPES, KEY_WIDTH, NS_BUCKETS, PROFILE_TAU, MAX_GAP, Z_ALPHA, Z_WARMUP)
+    (
+        *(_STATE_VERSION, FEATURE_NAMES, FILE_TYPES, KEY_WIDTH, HASH_WIDTH, PAIR_FACTOR, DAY_BITS, WEEK_BITS),
+        *(MIN_WEEKS, MAX_GAP, PEAK_TAU, HASH_TAU, Z_ALPHA, TYPE_ALPHA, CONC_ALPHA, DRIFT_ALPHA, DRIFT_CLIP),
+        *(Z_WARMUP, Z_VAR_FLOOR),
+    )
 )
-# columns of FeatureState.user_vals
-U_N, U_C1H, U_C24H, U_SIZE_MEAN, U_SIZE_VAR, U_LAT_MEAN, U_LAT_VAR = range(7)
-# output columns (compile-time constants in the kernels)
+# columns of FeatureState.user_vals: event count; decayed counts (1 min, 1 h); the busiest minute today and on
+# earlier days; running means, variances and covariance of log size and log latency
+U_N, U_C1M, U_C1H, U_PEAK_TODAY, U_PEAK_PRIOR, U_S_MEAN, U_S_VAR, U_L_MEAN, U_L_VAR, U_SL_COV = range(10)
+N_USER_VALS: Final[int] = 10
+# columns of FeatureState.user_marks: the day and week that bit 0 of the user's masks stands for, and the
+# user's active days and weeks as masks
+M_DAY, M_DAYS, M_WEEK, M_WEEKS = range(4)
+# output columns (compile-time constants in the kernels), in STATELESS_FEATURES and STATEFUL_FEATURES order
 _C = {name: i for i, name in enumerate(FEATURE_NAMES)}
-C_HOUR_SIN, C_HOUR_COS, C_DOW = _C["hour_sin"], _C["hour_cos"], _C["day_of_week"]
-C_SINCE_LAST, C_LAST_HOUR = _C["log_seconds_since_user_last"], _C["user_events_last_hour"]
-C_LOG_SIZE, C_FT_CODE, C_FT_NOVELTY = _C["log_file_size"], _C["file_type_code"], _C["user_file_type_novelty"]
-C_ENTROPY, C_NONHEX, C_MAX_RUN, C_LEN_OK = (
-    _C[n] for n in ("hash_hex_entropy", "hash_nonhex_fraction", "hash_max_run", "hash_length_ok")
-)
-C_HASH_MS, C_LOG_LAT, C_CONC, C_MS_PER_MB = (
-    _C[n] for n in ("hash_time_ms", "log_api_latency_ms", "concurrency", "hash_ms_per_mb")
-)
-C_USER_RATE, C_NS_RATE, C_NS_ENTROPY, C_NS_NOVELTY, C_SIZE_Z, C_LAT_Z = (_C[n] for n in FEATURE_GROUPS["behavioural"])
+C_HOUR_SIN, C_HOUR_COS, C_WEEKEND, C_LOG_SIZE, C_FT_CODE = (_C[n] for n in STATELESS_FEATURES[:5])
+C_ENTROPY, C_NONHEX, C_MAX_RUN, C_WELL_FORMED = (_C[n] for n in STATELESS_FEATURES[5:9])
+C_LOG_HASH_MS, C_LOG_LAT, C_CONC, C_MS_PER_MB = (_C[n] for n in STATELESS_FEATURES[9:])
+C_DOW, C_LEN_OK, C_HASH_MS = C_WEEKEND, C_WELL_FORMED, C_LOG_HASH_MS  # the names kernels._cuda writes through
 _STATEFUL_COLS: Final[tuple[int, ...]] = tuple(_C[n] for n in STATEFUL_FEATURES)
+C_HOUR_NOVELTY, C_FT_NOVELTY, C_SIZE_Z, C_LAT_Z, C_CONC_Z, C_DRIFT = _STATEFUL_COLS[:6]
+C_LAST_HOUR, C_MINUTE_EXCESS, C_NS_NOVELTY, C_HASH_USERS, C_SINCE_HASH = _STATEFUL_COLS[6:]
 
 _FNV_OFFSET: Final = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME: Final = np.uint64(0x100000001B3)
-_S60: Final = np.uint64(60)
+_DAY_MASK: Final[int] = (1 << DAY_BITS) - 1
+_WEEK_MASK: Final[int] = (1 << WEEK_BITS) - 1
 
 
 # --- encoding ------------------------------------------------------------------------------------------------
@@ -264,6 +294,7 @@ class EncodedEvents(NamedTuple):
     namespace: NDArray[np.uint64]
     file_type: NDArray[np.int32]  # file_type_code
     content_hash: NDArray[np.uint8]  # (N, HASH_WIDTH) bytes
+    content_key: NDArray[np.uint64]  # FNV-1a of those bytes
     file_size: NDArray[np.int64]
     hash_time_ms: NDArray[np.float32]
     api_latency_ms: NDArray[np.float32]
@@ -292,12 +323,14 @@ def encode_events(events: Mapping[str, Any] | EncodedEvents) -> EncodedEvents:
     if isinstance(events, EncodedEvents):
         return events
     num = _numeric(events)
+    hashes = encode_strings(events["content_hash"], HASH_WIDTH)
     enc = EncodedEvents(
         timestamp=num["timestamp"],
         user=fnv1a64(encode_strings(events["user"], KEY_WIDTH)),
         namespace=fnv1a64(encode_strings(events["namespace"], KEY_WIDTH)),
         file_type=file_type_codes(encode_strings(events["file_type"], FILE_TYPE_WIDTH)),
-        content_hash=encode_strings(events["content_hash"], HASH_WIDTH),
+        content_hash=hashes,
+        content_key=fnv1a64(hashes),
         file_size=num["file_size"],
         hash_time_ms=num["hash_time_ms"],
         api_latency_ms=num["api_latency_ms"],
@@ -319,30 +352,55 @@ def _check_encoded(enc: EncodedEvents) -> None:
 
 # --- state ---------------------------------------------------------------------------------------------------
 
-_ARRAYS: Final[tuple[str, ...]] = (
-    "user_keys",
-    "user_last",
-    "user_vals",
-    "user_ns",
-    "user_ft",
-    "ns_keys",
-    "ns_last",
-    "ns_rate",
-)
+
+def _layout(c: int) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Shape and dtype of each state array for ``c`` slots."""
+    p = PAIR_FACTOR * c
+    return {
+        "user_keys": ((c,), np.uint64),
+        "user_last": ((c,), np.float64),
+        "user_vals": ((c, N_USER_VALS), np.float64),
+        "user_marks": ((c, 4), np.int64),
+        "user_types": ((c, FT_BUCKETS), np.uint32),
+        "user_day_hours": ((c, 24), np.uint32),
+        "user_week_hours": ((c, HOW_BUCKETS), np.uint8),
+        "pair_keys": ((p,), np.uint64),
+        "pair_last": ((p,), np.float64),
+        "pair_marks": ((p, 2), np.int64),
+        "hash_keys": ((c,), np.uint64),
+        "hash_last": ((c,), np.float64),
+        "hash_users": ((c, 2), np.uint64),
+        "hash_count": ((c,), np.float64),
+        "type_stats": ((FT_BUCKETS, 3), np.float64),
+        "conc_stats": ((HOW_BUCKETS, 3), np.float64),
+        "drift": ((1,), np.float64),
+    }
+
+
+_ARRAYS: Final[tuple[str, ...]] = tuple(_layout(4))
 
 
 @dataclass(eq=False)
 class FeatureState:
-    """Per-user and per-namespace rolling state, ``capacity`` slots each (see the module docstring)."""
+    """Rolling state of the stateful features, ``capacity`` slots per keyed table (see the module docstring)."""
 
     user_keys: NDArray[np.uint64]  # (C,) user hash per slot, 0 = free
     user_last: NDArray[np.float64]  # (C,) timestamp of the user's last event (also the eviction order)
-    user_vals: NDArray[np.float64]  # (C, 7) U_N, U_C1H, U_C24H, U_SIZE_MEAN, U_SIZE_VAR, U_LAT_MEAN, U_LAT_VAR
-    user_ns: NDArray[np.float32]  # (C, NS_BUCKETS) decayed namespace-bucket counts as of user_last
-    user_ft: NDArray[np.float32]  # (C, FT_BUCKETS) decayed file-type counts as of user_last
-    ns_keys: NDArray[np.uint64]  # (C,) namespace hash per slot, 0 = free
-    ns_last: NDArray[np.float64]  # (C,) timestamp of the namespace's last event
-    ns_rate: NDArray[np.float64]  # (C,) decayed (1 h) event count as of ns_last
+    user_vals: NDArray[np.float64]  # (C, N_USER_VALS) counts, decayed counts, running means and variances
+    user_marks: NDArray[np.int64]  # (C, 4) M_DAY, M_DAYS, M_WEEK, M_WEEKS
+    user_types: NDArray[np.uint32]  # (C, FT_BUCKETS) per file type: days it was used (bit k: k days ago)
+    user_day_hours: NDArray[np.uint32]  # (C, 24) per hour of the day (UTC): days the user was active then
+    user_week_hours: NDArray[np.uint8]  # (C, HOW_BUCKETS) per hour of the week: weeks the user was active then
+    pair_keys: NDArray[np.uint64]  # (PAIR_FACTOR * C,) hash of (user, namespace), 0 = free
+    pair_last: NDArray[np.float64]  # (PAIR_FACTOR * C,) timestamp of the pair's last event
+    pair_marks: NDArray[np.int64]  # (PAIR_FACTOR * C, 2) day of bit 0, days the user used the namespace
+    hash_keys: NDArray[np.uint64]  # (C,) content-hash key per slot, 0 = free
+    hash_last: NDArray[np.float64]  # (C,) timestamp of the hash's last event
+    hash_users: NDArray[np.uint64]  # (C, 2) the last two distinct users that sent the hash
+    hash_count: NDArray[np.float64]  # (C,) decayed (HASH_TAU) count of arrivals from a new user, as of hash_last
+    type_stats: NDArray[np.float64]  # (FT_BUCKETS, 3) per file type: count, mean and variance of log size
+    conc_stats: NDArray[np.float64]  # (HOW_BUCKETS, 3) per hour of week: count, mean, variance of log concurrency
+    drift: NDArray[np.float64]  # (1,) EW mean over events of the clipped user latency z-score
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -366,7 +424,7 @@ class FeatureState:
     def load(cls, path: str | Path) -> FeatureState:
         """Read a state written by :meth:`save`; refuses one written for other feature definitions."""
         with np.load(path, allow_pickle=False) as z:
-            if str(z["schema"]) != _SCHEMA:
+            if "schema" not in z.files or str(z["schema"]) != _SCHEMA:
                 raise ValueError(f"{path}: feature state schema differs from this version of kernels")
             arrays: dict[str, Any] = {name: np.ascontiguousarray(z[name]) for name in _ARRAYS}
             state = cls(**arrays)
@@ -375,41 +433,22 @@ class FeatureState:
 
 
 def new_state(capacity: int = 65536) -> FeatureState:
-    """Empty state with ``capacity`` (a power of two >= 4) slots for users and for namespaces."""
+    """Empty state: ``capacity`` (a power of two >= 4) slots for users and hashes, ``PAIR_FACTOR`` x for pairs."""
     if capacity < 4 or capacity & (capacity - 1):
         raise ValueError(f"capacity must be a power of two >= 4, not {capacity}")
-    state = FeatureState(
-        user_keys=np.zeros(capacity, np.uint64),
-        user_last=np.zeros(capacity, np.float64),
-        user_vals=np.zeros((capacity, 7), np.float64),
-        user_ns=np.zeros((capacity, NS_BUCKETS), np.float32),
-        user_ft=np.zeros((capacity, FT_BUCKETS), np.float32),
-        ns_keys=np.zeros(capacity, np.uint64),
-        ns_last=np.zeros(capacity, np.float64),
-        ns_rate=np.zeros(capacity, np.float64),
-    )
+    state = FeatureState(**{name: np.zeros(shape, dtype) for name, (shape, dtype) in _layout(capacity).items()})
     _check_state(state)
     return state
 
 
 def _check_state(s: FeatureState) -> None:
     c = s.capacity
-    shapes = {
-        "user_keys": ((c,), np.uint64),
-        "user_last": ((c,), np.float64),
-        "user_vals": ((c, 7), np.float64),
-        "user_ns": ((c, NS_BUCKETS), np.float32),
-        "user_ft": ((c, FT_BUCKETS), np.float32),
-        "ns_keys": ((c,), np.uint64),
-        "ns_last": ((c,), np.float64),
-        "ns_rate": ((c,), np.float64),
-    }
-    for name, (shape, dtype) in shapes.items():
+    if c < 4 or c & (c - 1):
+        raise ValueError(f"capacity must be a power of two >= 4, not {c}")
+    for name, (shape, dtype) in _layout(c).items():
         a = getattr(s, name)
         if a.shape != shape or a.dtype != dtype or not a.flags.c_contiguous:
             raise ValueError(f"state.{name} must be C-contiguous {np.dtype(dtype)}{shape}, not {a.dtype}{a.shape}")
-    if c < 4 or c & (c - 1):
-        raise ValueError(f"capacity must be a power of two >= 4, not {c}")
 
 
 # --- stateless features (leaf functions: compiled for the CPU here and for CUDA in kernels._cuda) -------------
@@ -419,7 +458,8 @@ def _temporal_impl(t: float) -> tuple[float, float, float]:
     day = math.floor(t / DAY)
     angle = 2.0 * math.pi * ((t - day * DAY) / DAY)
     d = day + 3.0  # 1970-01-01 was a Thursday
-    return math.sin(angle), math.cos(angle), d - 7.0 * math.floor(d / 7.0)
+    dow = d - 7.0 * math.floor(d / 7.0)
+    return math.sin(angle), math.cos(angle), 1.0 if dow >= 5.0 else 0.0
 
 
 def _perf_impl(size: float, ht: float, lat: float, conc: float) -> tuple[float, float, float, float, float]:
@@ -427,12 +467,13 @@ def _perf_impl(size: float, ht: float, lat: float, conc: float) -> tuple[float, 
     ht = ht if 0.0 < ht < math.inf else 0.0
     lat = lat if 0.0 < lat < math.inf else 0.0
     conc = conc if 0.0 < conc < math.inf else 0.0
-    return math.log1p(size), ht, math.log1p(lat), conc, ht / max(size / 1e6, MIN_MB)
+    return math.log1p(size), math.log1p(ht), math.log1p(lat), conc, ht / max(size / 1e6, MIN_MB)
 
 
 def _hash_stats_impl(mat: Any, i: int, clog2c: Any) -> tuple[float, float, float, float]:
-    """(hex entropy bits, non-hex fraction, longest run / length, 1 if 64 hex digits) of row ``i``.
+    """(hex entropy bits, non-hex fraction, longest run / length, well-formed flag) of row ``i``.
 
+    Well-formed: exactly 64 hex digits, at least MIN_DISTINCT_DIGITS of the 16 digits present.
     ``clog2c`` is :data:`_CLOG2C` (``c * log2(c)`` for c in 0..255), passed in so that the CUDA variant can
     hold it in device memory.
     """
@@ -467,13 +508,17 @@ def _hash_stats_impl(mat: Any, i: int, clog2c: Any) -> tuple[float, float, float
     if length == 0:
         return 0.0, 1.0, 1.0, 0.0
     entropy = 0.0
+    distinct = 0
     if nhex > 0:  # H = log2(n) - sum(c log2 c) / n over the digit counts c, with c log2 c from a table
         total = 0.0
         for d in range(16):
             lane = lo if d < 8 else hi
-            total += clog2c[np.int64((lane >> np.uint64(8 * (d % 8))) & np.uint64(255))]
+            count = np.int64((lane >> np.uint64(8 * (d % 8))) & np.uint64(255))
+            total += clog2c[count]
+            if count > 0:
+                distinct += 1
         entropy = max(math.log2(nhex) - total / nhex, 0.0)
-    ok = 1.0 if length == 64 and nhex == 64 else 0.0
+    ok = 1.0 if length == 64 and nhex == 64 and distinct >= MIN_DISTINCT_DIGITS else 0.0
     return entropy, (length - nhex) / length, max_run / length, ok
 
 
@@ -484,21 +529,21 @@ _hash_stats = njit(nogil=True)(_hash_stats_impl)
 
 def _stateless_impl(t, size, ht, lat, conc, ft, hmat, out):
     for i in prange(t.size):
-        hour_sin, hour_cos, dow = _temporal(t[i])
-        log_size, hash_ms, log_lat, c, ms_per_mb = _perf(
+        hour_sin, hour_cos, weekend = _temporal(t[i])
+        log_size, log_hash_ms, log_lat, c, ms_per_mb = _perf(
             np.float64(size[i]), np.float64(ht[i]), np.float64(lat[i]), np.float64(conc[i])
         )
         entropy, nonhex, max_run, ok = _hash_stats(hmat, i, _CLOG2C)
         out[i, C_HOUR_SIN] = hour_sin
         out[i, C_HOUR_COS] = hour_cos
-        out[i, C_DOW] = dow
+        out[i, C_WEEKEND] = weekend
         out[i, C_LOG_SIZE] = log_size
         out[i, C_FT_CODE] = ft[i]
         out[i, C_ENTROPY] = entropy
         out[i, C_NONHEX] = nonhex
         out[i, C_MAX_RUN] = max_run
-        out[i, C_LEN_OK] = ok
-        out[i, C_HASH_MS] = hash_ms
+        out[i, C_WELL_FORMED] = ok
+        out[i, C_LOG_HASH_MS] = log_hash_ms
         out[i, C_LOG_LAT] = log_lat
         out[i, C_CONC] = c
         out[i, C_MS_PER_MB] = ms_per_mb
@@ -551,81 +596,204 @@ def _cuda_available() -> bool:
 
 
 @njit(nogil=True)
-def _profile(row: NDArray[np.float32], k: Any, decay: float, with_entropy: bool) -> tuple[float, float]:
-    """Decay a bucket-count row in place; return (1 - share of bucket k, entropy in bits) before the event."""
-    total = 0.0
-    for j in range(row.size):
-        row[j] = row[j] * decay
-        total += row[j]
-    if total <= 0.0:
-        return 1.0, 0.0
-    entropy = 0.0
-    if with_entropy:
-        for j in range(row.size):
-            if row[j] > 0.0:
-                p = row[j] / total
-                entropy -= p * math.log2(p)
-    return 1.0 - row[k] / total, entropy
+def _popcount(x: int) -> int:
+    n = 0
+    while x:
+        x &= x - 1
+        n += 1
+    return n
 
 
 @njit(nogil=True)
-def _ew_z(x: float, n: float, mean: float, var: float) -> tuple[float, float, float]:
+def _shifted(mask: int, k: int, full: int) -> int:
+    """``mask`` aged by ``k >= 0`` periods: bit j moves to bit j + k; bits beyond ``full`` drop out."""
+    return (mask << k) & full if k < 64 else 0
+
+
+@njit(nogil=True)
+def _age(row: Any, k: int, full: int) -> None:
+    for j in range(row.size):
+        row[j] = _shifted(np.int64(row[j]), k, full)
+
+
+@njit(nogil=True)
+def _novelty(mask: int, prior: int) -> float:
+    """1 - (earlier periods in ``mask``) / ``prior`` earlier active periods; 0 without any (bit 0 = now)."""
+    if prior == 0:
+        return 0.0
+    return max(1.0 - _popcount(mask >> 1) / prior, 0.0)
+
+
+@njit(nogil=True)
+def _hour_novelty(row: Any, k: int, prior: int) -> float:
+    """:func:`_novelty` of the busiest of buckets k - 1, k, k + 1 of a cyclic row of masks."""
+    if prior == 0:
+        return 0.0
+    n = row.size
+    best = 0
+    for j in (k - 1, k, k + 1):
+        best = max(best, _popcount(np.int64(row[(j + n) % n]) >> 1))
+    return max(1.0 - best / prior, 0.0)
+
+
+@njit(nogil=True)
+def _ew_z(x: float, n: float, mean: float, var: float, alpha: float) -> tuple[float, float, float]:
+    """z-score of ``x`` against ``n`` earlier values (0 in warm-up), and the updated mean and variance."""
     z = (x - mean) / math.sqrt(var + Z_VAR_FLOOR) if n >= Z_WARMUP else 0.0
-    a = max(Z_ALPHA, 1.0 / (n + 1.0))
+    a = max(alpha, 1.0 / (n + 1.0))
     d = x - mean
     return z, mean + a * d, (1.0 - a) * (var + a * d * d)
 
 
 @njit(nogil=True)
-def _stateful_kernel(t, uh, nh, ft, size, lat, keys, last, vals, ns_tab, ft_tab, ns_keys, ns_last, ns_rate, out):
+def _residual_z(vals: Any, xs: float, xl: float) -> float:
+    """z-score of ``xl`` given ``xs`` by the running regression in ``vals`` (a user row), then updates it."""
+    n = vals[U_N]
+    b = vals[U_SL_COV] / (vals[U_S_VAR] + Z_VAR_FLOOR)
+    ds = xs - vals[U_S_MEAN]
+    dl = xl - vals[U_L_MEAN]
+    var = max(vals[U_L_VAR] - b * vals[U_SL_COV], 0.0)
+    z = (dl - b * ds) / math.sqrt(var + Z_VAR_FLOOR) if n >= Z_WARMUP else 0.0
+    a = max(Z_ALPHA, 1.0 / (n + 1.0))
+    vals[U_S_MEAN] += a * ds
+    vals[U_L_MEAN] += a * dl
+    vals[U_S_VAR] = (1.0 - a) * (vals[U_S_VAR] + a * ds * ds)
+    vals[U_L_VAR] = (1.0 - a) * (vals[U_L_VAR] + a * dl * dl)
+    vals[U_SL_COV] = (1.0 - a) * (vals[U_SL_COV] + a * ds * dl)
+    return z
+
+
+@njit(nogil=True)
+def _pair_key(user: np.uint64, namespace: np.uint64) -> np.uint64:
+    return fmix64(user ^ fmix64(namespace ^ _FNV_OFFSET))
+
+
+@njit(nogil=True)
+def _user_step(u, ti, code, x_size, x_lat, keys, last, user_vals, user_marks, types, day_hours, week_hours, row):
+    """Advance user ``u`` over one event, writing the user features into ``row``.
+
+    Returns the user's day (the latest one seen), the number of earlier active days and the latency residual.
+    """
+    hours = np.int64(math.floor((ti - MONDAY) / HOUR))
+    week, day = hours // HOW_BUCKETS, (hours + 96) // 24  # MONDAY is 96 h after the epoch
+    how, hod = hours - week * HOW_BUCKETS, hours + 96 - day * 24
+    s, fresh = find_slot(keys, last, u)
+    vals, marks = user_vals[s], user_marks[s]
+    if fresh:
+        vals[:], types[s, :], day_hours[s, :], week_hours[s, :] = 0.0, 0, 0, 0
+        marks[M_DAY], marks[M_DAYS], marks[M_WEEK], marks[M_WEEKS] = day, 0, week, 0
+        dt = MAX_GAP
+        last[s] = ti
+    else:
+        dt = min(max(ti - last[s], 0.0), MAX_GAP)
+        last[s] = max(last[s], ti)
+    if day > marks[M_DAY]:  # a new day: age the day masks, today's busiest minute joins the earlier days'
+        k = day - marks[M_DAY]
+        marks[M_DAY], marks[M_DAYS] = day, _shifted(marks[M_DAYS], k, _DAY_MASK)
+        _age(types[s], k, _DAY_MASK)
+        _age(day_hours[s], k, _DAY_MASK)
+        vals[U_PEAK_PRIOR] = max(vals[U_PEAK_PRIOR] * math.exp(-k * DAY / PEAK_TAU), vals[U_PEAK_TODAY])
+        vals[U_PEAK_TODAY] = 0.0
+    if week > marks[M_WEEK]:
+        k = week - marks[M_WEEK]
+        marks[M_WEEK], marks[M_WEEKS] = week, _shifted(marks[M_WEEKS], k, _WEEK_MASK)
+        _age(week_hours[s], k, _WEEK_MASK)
+    prior_days, prior_weeks = _popcount(marks[M_DAYS] >> 1), _popcount(marks[M_WEEKS] >> 1)
+    hour_novelty = _hour_novelty(day_hours[s], hod, prior_days)
+    if prior_weeks >= MIN_WEEKS:
+        hour_novelty = max(hour_novelty, _hour_novelty(week_hours[s], how, prior_weeks))
+    row[C_HOUR_NOVELTY] = hour_novelty
+    row[C_FT_NOVELTY] = _novelty(np.int64(types[s, code]), prior_days)
+    marks[M_DAYS] |= 1
+    marks[M_WEEKS] |= 1
+    types[s, code] |= np.uint32(1)
+    day_hours[s, hod] |= np.uint32(1)
+    week_hours[s, how] |= np.uint8(1)
+    c1m = vals[U_C1M] * math.exp(-dt / MINUTE)
+    c1h = vals[U_C1H] * math.exp(-dt / HOUR)
+    row[C_LAST_HOUR] = c1h
+    row[C_MINUTE_EXCESS] = max(math.log1p(c1m) - math.log1p(vals[U_PEAK_PRIOR]), 0.0)
+    z_lat = _residual_z(vals, x_size, x_lat)
+    row[C_LAT_Z] = z_lat
+    vals[U_N] += 1.0
+    vals[U_C1M], vals[U_C1H] = c1m + 1.0, c1h + 1.0
+    vals[U_PEAK_TODAY] = max(vals[U_PEAK_TODAY], c1m + 1.0)
+    return marks[M_DAY], prior_days, z_lat
+
+
+@njit(nogil=True)
+def _pair_novelty(keys, last, pair_marks, key, ti, day, prior_days) -> float:
+    """user_namespace_novelty from the (user, namespace) pair's day mask, which then takes today in."""
+    q, fresh = find_slot(keys, last, key)
+    if fresh:
+        pair_marks[q, 0], pair_marks[q, 1] = day, 0
+        last[q] = ti
+    else:
+        if day > pair_marks[q, 0]:
+            pair_marks[q, 1] = _shifted(pair_marks[q, 1], day - pair_marks[q, 0], _DAY_MASK)
+            pair_marks[q, 0] = day
+        last[q] = max(last[q], ti)
+    novelty = _novelty(pair_marks[q, 1], prior_days)
+    pair_marks[q, 1] |= 1
+    return novelty
+
+
+@njit(nogil=True)
+def _hash_step(keys, last, hash_users, hash_count, key, u, ti, row) -> None:
+    """The content-hash features into ``row``; the hash's slot then takes the event in."""
+    h, fresh = find_slot(keys, last, key)
+    if fresh:
+        hash_users[h, 0], hash_users[h, 1] = 0, 0
+        gap, users = MAX_GAP, 0.0
+        last[h] = ti
+    else:
+        gap = min(max(ti - last[h], 0.0), MAX_GAP)
+        users = hash_count[h] * math.exp(-gap / HASH_TAU)
+        last[h] = max(last[h], ti)
+    if hash_users[h, 0] == u or hash_users[h, 1] == u:
+        row[C_HASH_USERS] = max(users - 1.0, 0.0)
+    else:
+        row[C_HASH_USERS] = users
+        users += 1.0
+        hash_users[h, 1], hash_users[h, 0] = hash_users[h, 0], u
+    hash_count[h] = users
+    row[C_SINCE_HASH] = math.log1p(gap)
+
+
+@njit(nogil=True)
+def _zscore_in(stats: Any, x: float, alpha: float) -> float:
+    """:func:`_ew_z` against a row [count, mean, variance], which then takes ``x`` in."""
+    z, stats[1], stats[2] = _ew_z(x, stats[0], stats[1], stats[2], alpha)
+    stats[0] += 1.0
+    return z
+
+
+@njit(nogil=True)
+def _stateful_kernel(
+    t, uh, nh, ft, hk, size, lat, conc,
+    user_keys, user_last, user_vals, user_marks, user_types, user_day_hours, user_week_hours,
+    pair_keys, pair_last, pair_marks, hash_keys, hash_last, hash_users, hash_count, type_stats, conc_stats, drift,
+    out,
+):  # fmt: skip
     for i in range(t.size):
-        ti = t[i]
-        s, fresh = find_slot(keys, last, uh[i])
-        if fresh:
-            vals[s, :] = 0.0
-            ns_tab[s, :] = 0.0
-            ft_tab[s, :] = 0.0
-            dt = MAX_GAP
-            last[s] = ti
-        else:
-            dt = min(max(ti - last[s], 0.0), MAX_GAP)
-            last[s] = max(last[s], ti)
-        c1 = vals[s, U_C1H] * math.exp(-dt / HOUR)
-        c24 = vals[s, U_C24H] * math.exp(-dt / DAY)
-        decay = math.exp(-dt / PROFILE_TAU)
-        bucket = np.int64(fmix64(nh[i]) >> _S60)
-        ns_novelty, ns_entropy = _profile(ns_tab[s], bucket, decay, True)
-        ft_novelty, _ = _profile(ft_tab[s], ft[i], decay, False)
-        n = vals[s, U_N]
-        x_size = math.log1p(max(np.float64(size[i]), 0.0))
+        ti, row = t[i], out[i]
+        x_size = np.float64(size[i])
+        x_size = math.log1p(x_size) if x_size > 0.0 else 0.0
         x_lat = np.float64(lat[i])
         x_lat = math.log1p(x_lat) if 0.0 < x_lat < math.inf else 0.0
-        z_size, vals[s, U_SIZE_MEAN], vals[s, U_SIZE_VAR] = _ew_z(x_size, n, vals[s, U_SIZE_MEAN], vals[s, U_SIZE_VAR])
-        z_lat, vals[s, U_LAT_MEAN], vals[s, U_LAT_VAR] = _ew_z(x_lat, n, vals[s, U_LAT_MEAN], vals[s, U_LAT_VAR])
-        vals[s, U_N] = n + 1.0
-        vals[s, U_C1H] = c1 + 1.0
-        vals[s, U_C24H] = c24 + 1.0
-        ns_tab[s, bucket] += 1.0
-        ft_tab[s, ft[i]] += 1.0
-
-        q, fresh_ns = find_slot(ns_keys, ns_last, nh[i])
-        if fresh_ns:
-            ns_c = 0.0
-            ns_last[q] = ti
-        else:
-            ns_c = ns_rate[q] * math.exp(-max(ti - ns_last[q], 0.0) / HOUR)
-            ns_last[q] = max(ns_last[q], ti)
-        ns_rate[q] = ns_c + 1.0
-
-        out[i, C_SINCE_LAST] = math.log1p(dt)
-        out[i, C_LAST_HOUR] = c1
-        out[i, C_FT_NOVELTY] = ft_novelty
-        out[i, C_USER_RATE] = c24 / 24.0
-        out[i, C_NS_RATE] = ns_c
-        out[i, C_NS_ENTROPY] = ns_entropy
-        out[i, C_NS_NOVELTY] = ns_novelty
-        out[i, C_SIZE_Z] = z_size
-        out[i, C_LAT_Z] = z_lat
+        x_conc = np.float64(conc[i])
+        x_conc = math.log1p(x_conc) if x_conc > 0.0 else 0.0
+        user_tables = (user_keys, user_last, user_vals, user_marks, user_types, user_day_hours, user_week_hours)
+        day, prior_days, z_lat = _user_step(uh[i], ti, ft[i], x_size, x_lat, *user_tables, row)
+        pair = _pair_key(uh[i], nh[i])
+        row[C_NS_NOVELTY] = _pair_novelty(pair_keys, pair_last, pair_marks, pair, ti, day, prior_days)
+        _hash_step(hash_keys, hash_last, hash_users, hash_count, hk[i], uh[i], ti, row)
+        # global baselines: size per file type, concurrency per hour of the week, recent latency residuals
+        row[C_SIZE_Z] = _zscore_in(type_stats[ft[i]], x_size, TYPE_ALPHA)
+        how = np.int64(math.floor((ti - MONDAY) / HOUR)) % HOW_BUCKETS
+        row[C_CONC_Z] = _zscore_in(conc_stats[how], x_conc, CONC_ALPHA)
+        row[C_DRIFT] = drift[0]
+        drift[0] += DRIFT_ALPHA * (min(max(z_lat, -DRIFT_CLIP), DRIFT_CLIP) - drift[0])
 
 
 def stateful_features(
@@ -643,8 +811,10 @@ def stateful_features(
             enc.user,
             enc.namespace,
             enc.file_type,
+            enc.content_key,
             enc.file_size,
             enc.api_latency_ms,
+            enc.concurrency,
             *(getattr(state, name) for name in _ARRAYS),
             out,
         )
@@ -681,140 +851,10 @@ def warm_up() -> None:
         _stateless_par(*args, enc.content_hash, out)
 
 
-# --- reference (plain NumPy and Python; slow, for tests and benchmarks) --------------------------------------
-
-
-def encode_events_reference(events: Mapping[str, Any]) -> EncodedEvents:
-    """:func:`encode_events` in plain Python (one string at a time)."""
-    num = _numeric(events)
-    hashes = [_padded_bytes(s, HASH_WIDTH).ljust(HASH_WIDTH, b"\0") for s in events["content_hash"]]
-    mat = np.frombuffer(b"".join(hashes), np.uint8).reshape(len(hashes), HASH_WIDTH)
-    return EncodedEvents(
-        timestamp=num["timestamp"],
-        user=np.array([_fnv1a64_py(_padded_bytes(s, KEY_WIDTH)) for s in events["user"]], np.uint64),
-        namespace=np.array([_fnv1a64_py(_padded_bytes(s, KEY_WIDTH)) for s in events["namespace"]], np.uint64),
-        file_type=np.array([_FT_CODE.get(_padded_bytes(s, FILE_TYPE_WIDTH), 0) for s in events["file_type"]], np.int32),
-        content_hash=mat.copy(),
-        file_size=num["file_size"],
-        hash_time_ms=num["hash_time_ms"],
-        api_latency_ms=num["api_latency_ms"],
-        concurrency=num["concurrency"],
-    )
-
-
-def _hash_stats_reference(mat: NDArray[np.uint8]) -> tuple[NDArray[np.float64], ...]:
-    valid = np.cumprod(mat != 0, axis=1).astype(bool)  # the bytes before the first NUL
-    length = valid.sum(axis=1)
-    lut = np.full(256, -1, np.int8)
-    lut[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16)
-    lut[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
-    digit = np.where(valid, lut[mat], -1)
-    counts = np.stack([(digit == d).sum(axis=1) for d in range(16)], axis=1)
-    nhex = counts.sum(axis=1)
-    p = counts / np.maximum(nhex, 1)[:, None]
-    entropy = -(p * np.log2(np.where(p > 0, p, 1.0))).sum(axis=1)
-    run = np.zeros(mat.shape[0], np.int64)
-    max_run = np.zeros(mat.shape[0], np.int64)
-    for j in range(mat.shape[1]):
-        same = (mat[:, j] == mat[:, j - 1]) if j else np.zeros(mat.shape[0], bool)
-        run = np.where(valid[:, j], np.where(same, run + 1, 1), 0)
-        max_run = np.maximum(max_run, run)
-    empty = length == 0
-    denom = np.maximum(length, 1)
-    nonhex = np.where(empty, 1.0, (length - nhex) / denom)
-    max_run_frac = np.where(empty, 1.0, max_run / denom)
-    ok = ((length == 64) & (nhex == 64)).astype(np.float64)
-    return entropy, nonhex, max_run_frac, ok
-
-
-def stateless_features_reference(enc: EncodedEvents) -> NDArray[np.float32]:
-    """:func:`stateless_features` in vectorised NumPy (stateful columns left at 0)."""
-    out = np.zeros((enc.num_events, len(FEATURE_NAMES)), np.float32)
-    t = enc.timestamp
-    day = np.floor(t / DAY)
-    angle = 2.0 * np.pi * ((t - day * DAY) / DAY)
-    out[:, C_HOUR_SIN], out[:, C_HOUR_COS] = np.sin(angle), np.cos(angle)
-    out[:, C_DOW] = (day + 3.0) % 7.0
-
-    def clean(x: NDArray[Any]) -> NDArray[np.float64]:
-        x = x.astype(np.float64)
-        return np.where((x > 0) & (x < np.inf), x, 0.0)
-
-    size, ht, lat = clean(enc.file_size), clean(enc.hash_time_ms), clean(enc.api_latency_ms)
-    out[:, C_LOG_SIZE] = np.log1p(size)
-    out[:, C_FT_CODE] = enc.file_type
-    entropy, nonhex, max_run, ok = _hash_stats_reference(enc.content_hash)
-    out[:, C_ENTROPY], out[:, C_NONHEX], out[:, C_MAX_RUN], out[:, C_LEN_OK] = entropy, nonhex, max_run, ok
-    out[:, C_HASH_MS] = ht
-    out[:, C_LOG_LAT] = np.log1p(lat)
-    out[:, C_CONC] = clean(enc.concurrency)
-    out[:, C_MS_PER_MB] = ht / np.maximum(size / 1e6, MIN_MB)
-    return out
-
-
-def _profile_reference(row: NDArray[np.float32], k: int, decay: float) -> tuple[float, float]:
-    row[:] = (row.astype(np.float64) * decay).astype(np.float32)
-    total = 0.0
-    for v in row.tolist():  # in order, as the kernel sums
-        total += v
-    if total <= 0.0:
-        return 1.0, 0.0
-    entropy = -sum((v / total) * math.log2(v / total) for v in row.tolist() if v > 0.0)
-    return 1.0 - float(row[k]) / total, entropy
-
-
-def _ew_z_reference(x: float, n: float, mean: float, var: float) -> tuple[float, float, float]:
-    z = (x - mean) / math.sqrt(var + Z_VAR_FLOOR) if n >= Z_WARMUP else 0.0
-    a = max(Z_ALPHA, 1.0 / (n + 1.0))
-    d = x - mean
-    return z, mean + a * d, (1.0 - a) * (var + a * d * d)
-
-
-def stateful_features_reference(
-    enc: EncodedEvents, state: FeatureState, out: NDArray[np.float32] | None = None
-) -> NDArray[np.float32]:
-    """:func:`stateful_features` as a plain Python loop over the events (slow)."""
-    out = _new_out(enc.num_events, out)
-    vals = state.user_vals
-    for i in range(enc.num_events):
-        t = float(enc.timestamp[i])
-        s, fresh = _find_slot_py(state.user_keys, state.user_last, int(enc.user[i]))
-        if fresh:
-            vals[s], state.user_ns[s], state.user_ft[s] = 0.0, 0.0, 0.0
-            dt = MAX_GAP
-            state.user_last[s] = t
-        else:
-            dt = min(max(t - float(state.user_last[s]), 0.0), MAX_GAP)
-            state.user_last[s] = max(float(state.user_last[s]), t)
-        c1 = float(vals[s, U_C1H]) * math.exp(-dt / HOUR)
-        c24 = float(vals[s, U_C24H]) * math.exp(-dt / DAY)
-        decay = math.exp(-dt / PROFILE_TAU)
-        bucket = _fmix64_py(int(enc.namespace[i])) >> 60
-        ns_novelty, ns_entropy = _profile_reference(state.user_ns[s], bucket, decay)
-        ft_novelty, _ = _profile_reference(state.user_ft[s], int(enc.file_type[i]), decay)
-        n = float(vals[s, U_N])
-        x_size = math.log1p(max(float(enc.file_size[i]), 0.0))
-        x_lat = float(enc.api_latency_ms[i])
-        x_lat = math.log1p(x_lat) if 0.0 < x_lat < math.inf else 0.0
-        z_size, vals[s, U_SIZE_MEAN], vals[s, U_SIZE_VAR] = _ew_z_reference(
-            x_size, n, *vals[s, [U_SIZE_MEAN, U_SIZE_VAR]]
-        )
-        z_lat, vals[s, U_LAT_MEAN], vals[s, U_LAT_VAR] = _ew_z_reference(x_lat, n, *vals[s, [U_LAT_MEAN, U_LAT_VAR]])
-        vals[s, [U_N, U_C1H, U_C24H]] = n + 1.0, c1 + 1.0, c24 + 1.0
-        state.user_ns[s, bucket] = np.float32(float(state.user_ns[s, bucket]) + 1.0)
-        state.user_ft[s, enc.file_type[i]] = np.float32(float(state.user_ft[s, enc.file_type[i]]) + 1.0)
-
-        q, fresh_ns = _find_slot_py(state.ns_keys, state.ns_last, int(enc.namespace[i]))
-        ns_c = 0.0 if fresh_ns else float(state.ns_rate[q]) * math.exp(-max(t - float(state.ns_last[q]), 0.0) / HOUR)
-        state.ns_last[q] = t if fresh_ns else max(float(state.ns_last[q]), t)
-        state.ns_rate[q] = ns_c + 1.0
-
-        row = (math.log1p(dt), c1, ft_novelty, c24 / 24.0, ns_c, ns_entropy, ns_novelty, z_size, z_lat)
-        out[i, list(_STATEFUL_COLS)] = row
-    return out
-
-
-def extract_reference(events: Mapping[str, Any], state: FeatureState) -> NDArray[np.float32]:
-    """:func:`extract` computed with plain NumPy and Python from the raw events (slow)."""
-    enc = encode_events_reference(events)
-    return stateful_features_reference(enc, state, stateless_features_reference(enc))
+# the plain NumPy/Python references live beside this module (they use its definitions)
+from ._features_reference import (  # noqa: E402
+    encode_events_reference,
+    extract_reference,
+    stateful_features_reference,
+    stateless_features_reference,
+)

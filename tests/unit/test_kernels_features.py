@@ -40,15 +40,24 @@ def random_hash(rng: np.random.Generator) -> str:
     return malformed[int(rng.integers(len(malformed)))]
 
 
-def random_events(n: int, seed: int = 0, n_users: int = 25) -> dict[str, Any]:
-    """Random events in the raw schema; users and namespaces from small pools so keys repeat."""
+def random_events(n: int, seed: int = 0, n_users: int = 25, mean_gap: float = 120.0) -> dict[str, Any]:
+    """Random events in the raw schema; users, namespaces and some hashes from small pools so keys repeat.
+
+    With ``mean_gap`` of an hour or more, 1500 events span two months and more (the day and week masks fill and
+    age) and have no long silences.
+    """
     rng = np.random.default_rng(seed)
     users = np.array([f"user-{i}" for i in range(n_users)] + ["ünïcødé", "", "x" * 80], dtype=object)
     namespaces = np.array([f"team-{i}/proj" for i in range(9)], dtype=object)
     types = np.array([*af.FILE_TYPES[::3], "", "weird", "PDF", "jpeg"], dtype=object)
-    gaps = rng.exponential(120.0, n)
+    gaps = rng.exponential(mean_gap, n)
     gaps[rng.random(n) < 0.05] = 0.0  # simultaneous events
-    gaps[rng.random(n) < 0.01] = 40 * 86400.0  # long silences
+    gaps[rng.random(n) < (0.01 if mean_gap < 3600 else 0.0)] = 40 * 86400.0  # long silences
+    gaps[rng.random(n) < 0.005] = -86400.0  # out-of-order events, a day back
+    hashes = np.array([random_hash(rng) for _ in range(n)], dtype=object)
+    shared = rng.random(n) < 0.2  # the same content from several users
+    pool = np.array([bytes(rng.choice(HEX, 64)).decode() for _ in range(5)], dtype=object)
+    hashes[shared] = pool[rng.integers(0, pool.size, shared.sum())]
     hash_ms = rng.gamma(2.0, 10.0, n).astype(np.float32)
     latency = rng.gamma(2.0, 50.0, n).astype(np.float32)
     hash_ms[rng.random(n) < 0.02] = np.nan
@@ -59,7 +68,7 @@ def random_events(n: int, seed: int = 0, n_users: int = 25) -> dict[str, Any]:
         "user": users[rng.integers(0, users.size, n)],
         "namespace": namespaces[rng.integers(0, namespaces.size, n)],
         "file_type": types[rng.integers(0, types.size, n)],
-        "content_hash": np.array([random_hash(rng) for _ in range(n)], dtype=object),
+        "content_hash": hashes,
         "file_size": np.exp(rng.normal(12.0, 3.0, n)).astype(np.int64) - (rng.random(n) < 0.01),
         "hash_time_ms": hash_ms,
         "api_latency_ms": latency,
@@ -133,15 +142,33 @@ def test_encode_events_matches_the_python_reference() -> None:
 
 def test_feature_names_are_grouped_and_documented() -> None:
     assert af.FEATURE_NAMES == tuple(n for g in af.FEATURE_GROUPS.values() for n in g)
-    assert len(set(af.FEATURE_NAMES)) == len(af.FEATURE_NAMES) == 22
-    assert set(af.STATEFUL_FEATURES) < set(af.FEATURE_NAMES)
+    assert len(set(af.FEATURE_NAMES)) == len(af.FEATURE_NAMES) == 24
+    assert set(af.STATEFUL_FEATURES) | set(af.STATELESS_FEATURES) == set(af.FEATURE_NAMES)
+    assert not set(af.STATEFUL_FEATURES) & set(af.STATELESS_FEATURES)
     for name in af.FEATURE_NAMES:
         assert f"``{name}``" in (af.__doc__ or ""), name
+    columns = {  # the column constants the kernels (and kernels._cuda) write through
+        "C_HOUR_SIN": "hour_sin", "C_HOUR_COS": "hour_cos", "C_DOW": "weekend", "C_LOG_SIZE": "log_file_size",
+        "C_FT_CODE": "file_type_code", "C_ENTROPY": "hash_hex_entropy", "C_NONHEX": "hash_nonhex_fraction",
+        "C_MAX_RUN": "hash_max_run", "C_LEN_OK": "hash_well_formed", "C_HASH_MS": "log_hash_time_ms",
+        "C_LOG_LAT": "log_api_latency_ms", "C_CONC": "concurrency", "C_MS_PER_MB": "hash_ms_per_mb",
+        "C_HOUR_NOVELTY": "user_hour_novelty", "C_FT_NOVELTY": "user_file_type_novelty",
+        "C_SIZE_Z": "size_type_zscore", "C_LAT_Z": "user_latency_residual_zscore", "C_CONC_Z": "concurrency_zscore",
+        "C_DRIFT": "latency_drift", "C_LAST_HOUR": "user_events_last_hour",
+        "C_MINUTE_EXCESS": "user_minute_rate_excess", "C_NS_NOVELTY": "user_namespace_novelty",
+        "C_HASH_USERS": "hash_other_users", "C_SINCE_HASH": "log_seconds_since_hash_seen",
+    }  # fmt: skip
+    assert {c: af.FEATURE_NAMES[getattr(af, c)] for c in columns} == columns
+    # the streaming detectors of the anomaly pipeline read these columns by name
+    assert {"log_api_latency_ms", "hash_ms_per_mb", "log_file_size", "user_events_last_hour"} <= set(af.FEATURE_NAMES)
 
 
-@pytest.mark.parametrize(("capacity", "seed"), [(16, 0), (4096, 1)])  # 16 slots: collisions and evictions
-def test_kernels_match_the_reference(capacity: int, seed: int) -> None:
-    ev = random_events(1500, seed=seed)
+@pytest.mark.parametrize(
+    ("capacity", "seed", "mean_gap"),
+    [(16, 0, 120.0), (4096, 1, 120.0), (16, 2, 3600.0), (4096, 3, 3600.0)],  # 16 slots: collisions, evictions
+)
+def test_kernels_match_the_reference(capacity: int, seed: int, mean_gap: float) -> None:
+    ev = random_events(1500, seed=seed, mean_gap=mean_gap)
     fast_state, ref_state = af.new_state(capacity), af.new_state(capacity)
     fast = af.extract(ev, fast_state, backend="cpu")
     ref = af.extract_reference(ev, ref_state)
@@ -149,8 +176,15 @@ def test_kernels_match_the_reference(capacity: int, seed: int) -> None:
     assert np.isfinite(fast).all()
     np.testing.assert_allclose(fast, ref, rtol=1e-6, atol=1e-6)
     assert_states_equal(fast_state, ref_state)
-    if capacity == 16:  # the table really was contended
-        assert (fast[:, af.C_SINCE_LAST] == np.float32(math.log1p(af.MAX_GAP))).sum() > 28
+    col = {name: fast[:, af.FEATURE_NAMES.index(name)] for name in af.STATEFUL_FEATURES}
+    for name in ("user_hour_novelty", "user_file_type_novelty", "user_namespace_novelty", "hash_other_users"):
+        assert col[name].max() > 0.5, name  # the events exercise every stateful feature
+    if mean_gap >= 3600:  # two months: the hour-of-week profile is in use
+        weeks = [bin(m >> 1).count("1") for m in fast_state.user_marks[:, af.M_WEEKS]]
+        assert max(weeks) >= af.MIN_WEEKS
+    if capacity == 16:  # the table really was contended: a roomy state gives other features
+        roomy = af.extract(ev, af.new_state(4096), backend="cpu")
+        assert not np.array_equal(fast[:, list(af._STATEFUL_COLS)], roomy[:, list(af._STATEFUL_COLS)])
 
 
 def test_parallel_and_serial_stateless_kernels_agree() -> None:
@@ -163,8 +197,9 @@ def test_parallel_and_serial_stateless_kernels_agree() -> None:
     np.testing.assert_allclose(whole, af.stateless_features_reference(enc), rtol=1e-6, atol=1e-6)
 
 
-def test_chunked_stream_equals_one_call() -> None:
-    ev = af.encode_events(random_events(1200, seed=5))
+@pytest.mark.parametrize("mean_gap", [120.0, 3600.0])
+def test_chunked_stream_equals_one_call(mean_gap: float) -> None:
+    ev = af.encode_events(random_events(1200, seed=5, mean_gap=mean_gap))
     whole_state = af.new_state(64)
     whole = af.extract(ev, whole_state, backend="cpu")
     cuts = [0, 0, 1, 2, 50, 51, 400, 999, 1200]
@@ -175,7 +210,7 @@ def test_chunked_stream_equals_one_call() -> None:
 
 
 def test_state_save_load_round_trip(tmp_path: Path) -> None:
-    ev = af.encode_events(random_events(800, seed=6))
+    ev = af.encode_events(random_events(800, seed=6, mean_gap=3600.0))
     whole = af.extract(ev, af.new_state(256), backend="cpu")
     state = af.new_state(256)
     first = af.extract(ev.slice(0, 300), state, backend="cpu")
@@ -187,9 +222,13 @@ def test_state_save_load_round_trip(tmp_path: Path) -> None:
 
     with np.load(tmp_path / "state.npz") as z:
         arrays = dict(z)
-    np.savez(tmp_path / "other.npz", **(arrays | {"schema": np.str_("something else")}))
+    for name, schema in {"other": "something else", "v1": af._SCHEMA.replace("(2, ", "(1, ", 1)}.items():
+        np.savez(tmp_path / f"{name}.npz", **(arrays | {"schema": np.str_(schema)}))
+        with pytest.raises(ValueError, match="schema"):
+            af.FeatureState.load(tmp_path / f"{name}.npz")
+    np.savez(tmp_path / "unversioned.npz", **{k: v for k, v in arrays.items() if k != "schema"})
     with pytest.raises(ValueError, match="schema"):
-        af.FeatureState.load(tmp_path / "other.npz")
+        af.FeatureState.load(tmp_path / "unversioned.npz")
 
 
 def test_copy_is_independent() -> None:
@@ -204,71 +243,150 @@ def test_copy_is_independent() -> None:
 
 
 def test_hash_features_on_known_strings() -> None:
-    cases = {
+    sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    cases = {  # entropy, non-hex fraction, longest run, well formed
+        sha: (None, 0.0, 2 / 64, 1.0),
         "0123456789abcdef" * 4: (4.0, 0.0, 1 / 64, 1.0),
-        "0" * 64: (0.0, 0.0, 1.0, 1.0),
+        "01234567" * 8: (3.0, 0.0, 1 / 64, 0.0),  # 64 hex digits, but only 8 distinct ones
+        "0" * 64: (0.0, 0.0, 1.0, 0.0),
         "": (0.0, 1.0, 1.0, 0.0),
         "xyz": (0.0, 1.0, 1 / 3, 0.0),
-        "AB" * 32: (1.0, 0.0, 1 / 64, 1.0),
+        "AB" * 32: (1.0, 0.0, 1 / 64, 0.0),
         "aab": (math.log2(3) - 2 / 3, 0.0, 2 / 3, 0.0),
+        sha[:40]: (None, 0.0, 2 / 40, 0.0),  # SHA-1 length
         "a" * 100: (0.0, 0.0, 1.0, 0.0),  # truncated to HASH_WIDTH, still not 64 long
     }
     ev = stack([one_event(T0, content_hash=h) for h in cases])
-    got = af.extract(ev, af.new_state(4), backend="cpu")[:, [af.C_ENTROPY, af.C_NONHEX, af.C_MAX_RUN, af.C_LEN_OK]]
-    np.testing.assert_allclose(got, np.array(list(cases.values())), rtol=1e-6, atol=1e-7)
+    cols = [af.C_ENTROPY, af.C_NONHEX, af.C_MAX_RUN, af.C_WELL_FORMED]
+    got = af.extract(ev, af.new_state(4), backend="cpu")[:, cols]
+    want = np.array([[got[i, 0] if v[0] is None else v[0], *v[1:]] for i, v in enumerate(cases.values())])
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert 3.5 < got[0, 0] < 4.0
 
 
 def test_temporal_and_performance_features() -> None:
     monday_6am = 4 * 86400.0 + 6 * 3600.0  # 1970-01-05 06:00 UTC
+    saturday_noon = 2 * 86400.0 + 12 * 3600.0  # 1970-01-03 12:00 UTC
     ev = stack(
         [
             one_event(0.0, file_size=0, hash_time_ms=2.0, api_latency_ms=-5.0),
+            one_event(saturday_noon, hash_time_ms=np.inf),
             one_event(monday_6am, file_size=3_000_000, hash_time_ms=12.0, concurrency=-2),
         ]
     )
     x = af.extract(ev, af.new_state(4), backend="cpu")
-    np.testing.assert_allclose(x[:, [af.C_HOUR_SIN, af.C_HOUR_COS, af.C_DOW]], [[0, 1, 3], [1, 0, 0]], atol=1e-6)
-    np.testing.assert_allclose(x[:, af.C_LOG_SIZE], [0.0, math.log1p(3e6)], rtol=1e-6)
-    np.testing.assert_allclose(x[:, af.C_MS_PER_MB], [2.0 / 0.1, 12.0 / 3.0], rtol=1e-6)
-    np.testing.assert_allclose(x[:, af.C_LOG_LAT], [0.0, math.log1p(20.0)], rtol=1e-6)
-    assert x[:, af.C_CONC].tolist() == [3.0, 0.0]
-    assert x[:, af.C_FT_CODE].tolist() == [af.FILE_TYPES.index("pdf") + 1] * 2
-
-
-def test_stateful_features_on_a_small_story() -> None:
-    other_ns = next(f"ns{i}" for i in range(100) if _bucket(f"ns{i}") != _bucket("ns"))
-    ev = stack(
-        [
-            one_event(T0),
-            one_event(T0 + 1800),
-            one_event(T0 + 1800, user="v"),  # same namespace, other user
-            one_event(T0 + 3600, namespace=other_ns, file_type="exe"),
-        ]
+    np.testing.assert_allclose(
+        x[:, [af.C_HOUR_SIN, af.C_HOUR_COS, af.C_WEEKEND]], [[0, 1, 0], [0, -1, 1], [1, 0, 0]], atol=1e-6
     )
-    x = af.extract(ev, af.new_state(64), backend="cpu").astype(np.float64)
-    col = {name: x[:, af.FEATURE_NAMES.index(name)] for name in af.STATEFUL_FEATURES}
-    d1, d2 = math.exp(-0.5), math.exp(-1800 / 86400)
-    np.testing.assert_allclose(col["log_seconds_since_user_last"], [math.log1p(af.MAX_GAP), math.log1p(1800)] * 2)
-    np.testing.assert_allclose(col["user_events_last_hour"], [0, d1, 0, d1 * d1 + d1], rtol=1e-6)
-    np.testing.assert_allclose(col["user_rate_per_hour"], [0, d2 / 24, 0, (d2 * d2 + d2) / 24], rtol=1e-6)
-    np.testing.assert_allclose(col["namespace_rate_per_hour"], [0, d1, 1 + d1, 0], rtol=1e-6)
-    np.testing.assert_allclose(col["user_file_type_novelty"], [1, 0, 1, 1], atol=1e-7)
-    np.testing.assert_allclose(col["user_namespace_novelty"], [1, 0, 1, 1], atol=1e-7)
-    np.testing.assert_allclose(col["user_namespace_entropy"], [0, 0, 0, 0], atol=1e-7)
-    assert not col["user_size_zscore"].any() and not col["user_latency_zscore"].any()  # warm-up
+    np.testing.assert_allclose(x[:, af.C_LOG_SIZE], [0.0, math.log1p(1e6), math.log1p(3e6)], rtol=1e-6)
+    np.testing.assert_allclose(x[:, af.C_LOG_HASH_MS], [math.log1p(2.0), 0.0, math.log1p(12.0)], rtol=1e-6)
+    np.testing.assert_allclose(x[:, af.C_MS_PER_MB], [2.0 / 0.1, 0.0, 12.0 / 3.0], rtol=1e-6)
+    np.testing.assert_allclose(x[:, af.C_LOG_LAT], [0.0, math.log1p(20.0), math.log1p(20.0)], rtol=1e-6)
+    assert x[:, af.C_CONC].tolist() == [3.0, 3.0, 0.0]
+    assert x[:, af.C_FT_CODE].tolist() == [af.FILE_TYPES.index("pdf") + 1] * 3
 
 
-def _bucket(namespace: str) -> int:
-    return streaming._fmix64_py(af._fnv1a64_py(namespace.encode())) >> 60
+DAY, HOUR = 86400.0, 3600.0
+D0 = 19723 * DAY  # 2024-01-01 00:00 UTC, a Monday
 
 
-def test_size_zscore_flags_an_outlier_after_warm_up() -> None:
+def features(events: list[dict[str, Any]], capacity: int = 64) -> dict[str, np.ndarray]:
+    x = af.extract(stack(events), af.new_state(capacity), backend="cpu").astype(np.float64)
+    return {name: x[:, i] for i, name in enumerate(af.FEATURE_NAMES)}
+
+
+def test_novelty_compares_with_earlier_days_only() -> None:
+    habit = [one_event(D0 + d * DAY + 10 * HOUR, file_type="pdf", namespace="docs") for d in range(10)]
+    day10 = D0 + 10 * DAY
+    odd = [
+        one_event(day10 + 10 * HOUR, file_type="pdf", namespace="docs"),  # the habit
+        one_event(day10 + 3 * HOUR, file_type="pdf", namespace="docs"),  # an hour the user is never active
+        one_event(day10 + 11 * HOUR, file_type="exe", namespace="secrets"),  # a new type in a new namespace
+        one_event(day10 + 11.5 * HOUR, file_type="exe", namespace="secrets"),  # again: today does not count
+        one_event(day10 + 1 * DAY + 10 * HOUR, file_type="exe", namespace="secrets"),  # the next day: 1 day in 11
+    ]
+    f = features(habit + odd)
+    np.testing.assert_allclose(f["user_hour_novelty"], [0.0] * 10 + [0.0, 1.0, 0.0, 0.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose(f["user_file_type_novelty"], [0.0] * 10 + [0, 0, 1, 1, 1 - 1 / 11], atol=1e-6)
+    np.testing.assert_allclose(f["user_namespace_novelty"], [0.0] * 10 + [0, 0, 1, 1, 1 - 1 / 11], atol=1e-6)
+
+
+def test_hour_novelty_knows_the_week() -> None:
+    weekdays = [D0 + w * 7 * DAY + d * DAY + 10 * HOUR for w in range(4) for d in range(5)]
+    later = D0 + 4 * 7 * DAY
+    f = features([one_event(t) for t in [*weekdays, later + 10 * HOUR, later + 5 * DAY + 10 * HOUR]])
+    # the hour of the day is usual (every earlier active day at 10:00), but not on a Saturday
+    np.testing.assert_allclose(f["user_hour_novelty"][-2:], [0.0, 1.0], atol=1e-7)
+    # before MIN_WEEKS earlier active weeks only the hours of the day count
+    f = features([one_event(t) for t in [*weekdays[:5], D0 + 5 * DAY + 10 * HOUR]])
+    assert f["user_hour_novelty"][-1] == 0.0
+
+
+def test_minute_rate_excess_flags_bursts_unlike_the_users_own() -> None:
+    habit = [one_event(D0 + d * DAY + 10 * HOUR + k * 900) for d in range(5) for k in range(4)]
+    burst = [one_event(D0 + 5 * DAY + 10 * HOUR + k * 5.0) for k in range(10)]
+    f = features(habit + burst)
+    excess = f["user_minute_rate_excess"]
+    assert np.abs(excess[: len(habit)]).max() < 0.05
+    assert excess[-1] > 1.0 and np.all(np.diff(excess[len(habit) + 1 :]) > 0)
+    # a user whose days hold such bursts (a batch job) shows none the next day
+    f = features(burst + [one_event(t + DAY) for t in (e["timestamp"] for e in burst)])
+    assert f["user_minute_rate_excess"][-1] == 0.0
+    d = math.exp(-5 / 3600)
+    np.testing.assert_allclose(f["user_events_last_hour"][:3], [0, d, (1 + d) * d], rtol=1e-6)
+
+
+def test_size_zscore_is_relative_to_the_file_type() -> None:
     rng = np.random.default_rng(8)
-    sizes = [int(s) for s in np.exp(rng.normal(13.0, 0.3, 40))] + [10**10]
-    ev = stack([one_event(T0 + 60 * i, file_size=s) for i, s in enumerate(sizes)])
-    z = af.extract(ev, af.new_state(64), backend="cpu")[:, af.C_SIZE_Z]
-    assert not z[: int(af.Z_WARMUP)].any()
-    assert np.abs(z[int(af.Z_WARMUP) : -1]).max() < 4.0 < 20.0 < z[-1]
+    docs = [one_event(T0 + 60 * i, file_size=int(s)) for i, s in enumerate(np.exp(rng.normal(13.0, 0.3, 40)))]
+    films = [
+        one_event(T0 + 3000 + i, file_type="mp4", file_size=int(s))
+        for i, s in enumerate(np.exp(rng.normal(20, 0.3, 40)))
+    ]
+    big_pdf, big_mp4 = one_event(T0 + 9000, file_size=10**9), one_event(T0 + 9001, file_type="mp4", file_size=5 * 10**8)
+    f = features([*docs, *films, big_pdf, big_mp4])
+    z = f["size_type_zscore"]
+    assert not z[: int(af.Z_WARMUP)].any() and not z[40 : 40 + int(af.Z_WARMUP)].any()
+    assert np.abs(z[int(af.Z_WARMUP) : 80]).max() < 4.0
+    assert z[-2] > 15.0 and abs(z[-1]) < 2.0  # a 1 GB pdf is odd, a 500 MB mp4 is not
+
+
+def test_latency_residual_allows_for_the_file_size() -> None:
+    rng = np.random.default_rng(9)
+    sizes = np.exp(rng.uniform(9.0, 19.0, 60))
+    events = [one_event(T0 + 60 * i, file_size=int(s), api_latency_ms=float(20 + s / 5e4)) for i, s in enumerate(sizes)]
+    events += [
+        one_event(T0 + 9000, file_size=10**8, api_latency_ms=20 + 1e8 / 5e4),  # big, and as slow as its size
+        one_event(T0 + 9060, file_size=10**4, api_latency_ms=400.0),  # small, but 20x slower
+    ]
+    z = features(events)["user_latency_residual_zscore"]
+    assert abs(z[-2]) < 3.0 and z[-1] > 5.0
+
+
+def test_concurrency_zscore_and_latency_drift() -> None:
+    events = [one_event(D0 + 10 * HOUR + 60 * i, concurrency=3, api_latency_ms=20.0) for i in range(30)]
+    events += [one_event(D0 + 10 * HOUR + 1800 + 60 * i, concurrency=30, api_latency_ms=2000.0) for i in range(10)]
+    f = features(events)
+    zc, drift, zl = f["concurrency_zscore"], f["latency_drift"], f["user_latency_residual_zscore"]
+    assert np.abs(zc[:30]).max() < 1e-6 and zc[30] > 10.0
+    expected = [0.0]
+    for z in zl[:-1]:
+        expected.append(expected[-1] + af.DRIFT_ALPHA * (min(max(z, -af.DRIFT_CLIP), af.DRIFT_CLIP) - expected[-1]))
+    np.testing.assert_allclose(drift, expected, rtol=1e-5, atol=1e-6)
+    assert drift[-1] > 1.0 > 0.0 == np.abs(drift[:30]).max()
+
+
+def test_hash_features_count_other_users() -> None:
+    h = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    events = [one_event(T0 + 60 * i, user=u, content_hash=h) for i, u in enumerate(["a", "b", "a", "c", "d"])]
+    events.append(one_event(T0 + 400, user="e", content_hash=h[::-1]))
+    f = features(events)
+    d = math.exp(-60 / af.HASH_TAU)
+    # a; b (a before); a again (b: one other); c (a, b); d (a, b, c: "a" came back after b, so counted twice)
+    want = [0.0, d, (1 + d) * d - 1, (1 + d) * d * d, ((1 + d) * d * d + 1) * d, 0.0]
+    np.testing.assert_allclose(f["hash_other_users"], want, rtol=1e-6)
+    unseen = math.log1p(af.MAX_GAP)
+    np.testing.assert_allclose(f["log_seconds_since_hash_seen"], [unseen] + [math.log1p(60)] * 4 + [unseen], rtol=1e-6)
 
 
 def test_state_memory_is_bounded_and_evicted_users_start_afresh() -> None:
@@ -279,8 +397,8 @@ def test_state_memory_is_bounded_and_evicted_users_start_afresh() -> None:
     x = af.extract(ev, state, backend="cpu")
     assert state.nbytes == nbytes and np.count_nonzero(state.user_keys) == 4
     # five users cycling through four slots: each user is evicted before it comes back
-    np.testing.assert_array_equal(x[:, af.C_SINCE_LAST], np.float32(math.log1p(af.MAX_GAP)))
-    assert af.new_state().nbytes < 24 * 2**20
+    np.testing.assert_array_equal(x[:, af.C_LAST_HOUR], 0.0)
+    assert af.new_state().nbytes < 48 * 2**20 and af.new_state(8192).nbytes < 6 * 2**20
 
 
 def test_bad_input_is_refused() -> None:

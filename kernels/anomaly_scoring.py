@@ -4,8 +4,9 @@ that adapts to each series' recent scores, an anomaly type and the features that
 Pure NumPy on arrays (no per-event Python); the per-series history is a :mod:`kernels.streaming` z-score state
 over the logit of each series' scores, so a series whose scores run high needs more to be called severe.
 
-``combine``        score = sigmoid(bias + sum_d w_d * logit(p_d)): a logistic model over the detectors'
-                   calibrated probabilities (weights learnt on labelled validation data, or set by hand).
+``combine``        score = sigmoid(bias + sum_d w_d * logit(p_d) + w_max * max_d logit(p_d)): a logistic model
+                   over the detectors' calibrated probabilities (weights learnt on labelled validation data,
+                   or set by hand).
 ``contributions``  |x_f - centre_f| / scale_f per feature (robust z against the training distribution).
 ``classify``       anomaly type = argmax of a linear model over [contributions, detector logits].
 ``severity``       NONE below the decision threshold; else LOW / MEDIUM / HIGH / CRITICAL from global
@@ -22,7 +23,8 @@ from numpy.typing import NDArray
 
 from kernels.streaming import SeriesState, score_series
 
-__all__ = ["SEVERITIES", "classify", "combine", "contributions", "logit", "severity", "top_features"]
+__all__ = ["SEVERITIES", "classify", "combine", "combiner_inputs", "contributions", "logit", "severity",
+           "top_features"]
 
 SEVERITIES: Final[tuple[str, ...]] = ("NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 _EPS: Final = 1e-4
@@ -33,9 +35,18 @@ def logit(p: NDArray[np.floating]) -> NDArray[np.float64]:
     return np.log(q / (1.0 - q))
 
 
+def combiner_inputs(probs: NDArray[np.floating], with_max: bool) -> NDArray[np.float64]:
+    """The logistic combiner's inputs: each detector's logit, and (``with_max``) the largest of them, so one
+    detector that is sure can carry an event the others find ordinary (LOF on a latency spike)."""
+    lg = logit(probs)
+    return np.concatenate([lg, lg.max(axis=1, keepdims=True)], axis=1) if with_max else lg
+
+
 def combine(probs: NDArray[np.floating], weights: NDArray[np.floating], bias: float) -> NDArray[np.float64]:
-    """Ensemble score in (0, 1) per row of ``probs`` [N, D]."""
-    z = bias + logit(probs) @ np.asarray(weights, np.float64)
+    """Ensemble score in (0, 1) per row of ``probs`` [N, D]; ``weights`` has D entries, or D + 1 with the
+    last one for the largest detector logit (:func:`combiner_inputs`)."""
+    w = np.asarray(weights, np.float64)
+    z = bias + combiner_inputs(probs, w.shape[0] == probs.shape[1] + 1) @ w
     return 1.0 / (1.0 + np.exp(-z))
 
 

@@ -58,6 +58,7 @@ class BuildConfig:
     capacity: int = 8192  # rolling-state slots (users, namespaces, series): a power of two
     lof_rows: int = 5_000  # LOF compares each event with this many training rows at serve time
     ae_epochs: int = 30
+    whiten_iforest: bool = True
     max_batch_size: int = 256
     with_autoencoder: bool | None = None  # None: when torch is installed
 
@@ -179,7 +180,7 @@ def build_pipeline(
     rng = np.random.default_rng(cfg.seed)
     lof_rows = x_tr[np.sort(rng.choice(len(x_tr), min(cfg.lof_rows, len(x_tr)), replace=False))]
     models: dict[str, onnx.ModelProto] = {
-        "iforest": det.train_isolation_forest(x_tr, cfg.seed, n_estimators=200),
+        "iforest": det.train_isolation_forest(x_tr, cfg.seed, whiten=cfg.whiten_iforest, n_estimators=200),
     }
     bar.step("trained the isolation forest")
     models["lof"] = det.train_lof(lof_rows, cfg.seed, n_neighbors=20)
@@ -200,7 +201,7 @@ def build_pipeline(
     bar.step("scored the detectors")
 
     y_va = split.validation.is_anomaly
-    lr = LogisticRegression(C=1.0, max_iter=2000).fit(sc.logit(probs["val"]), y_va)
+    lr = LogisticRegression(C=1.0, max_iter=2000).fit(sc.combiner_inputs(probs["val"], True), y_va)
     weights, bias = lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
     score_va = sc.combine(probs["val"], weights, bias)
     decision = _best_f1_threshold(y_va, score_va)
@@ -243,8 +244,8 @@ def build_pipeline(
     bar.step("wrote the models")
 
     summary: dict[str, Any] = {
-        "model": name, "config": asdict(cfg), "detectors": columns, "weights": dict(zip(columns, weights.tolist(),
-                                                                                          strict=True)),
+        "model": name, "config": asdict(cfg), "detectors": columns,
+        "weights": dict(zip([*columns, "max"], weights.tolist(), strict=True)),
         "bias": bias, "thresholds_logit": thresholds, "autoencoder": "PyTorch MLP, static INT8 (QDQ)" if with_ae
         else "not built (torch not installed)",
         "n_features": int(x_tr.shape[1]), "feature_names": list(af.FEATURE_NAMES),

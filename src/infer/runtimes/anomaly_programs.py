@@ -131,7 +131,7 @@ class ScorerProgram:
                              if params.get("series_state") else streaming.new_series_state("zscore", 4096))
         self.levels = np.array([s.encode() for s in anomaly_scoring.SEVERITIES], dtype=object)
         d, f = len(self.detector_columns), len(af.FEATURE_NAMES)
-        if self.weights.shape not in ((d,), (d + 1,)) or self.type_weights.shape != (f + d, len(self.kinds)):
+        if self.weights.shape not in ((d,), (d + 2,)) or self.type_weights.shape != (f + d, len(self.kinds)):
             raise ValueError(f"weights for {d} detector columns and {f} features do not fit the parameters")
         if sum(w for _, w in self.detectors) != d or self.thresholds.shape != (4,):
             raise ValueError("detector widths must add up to detector_columns; give 4 thresholds")
@@ -148,10 +148,10 @@ class ScorerProgram:
         probs = np.concatenate([np.asarray(inputs[n], np.float64).reshape(-1, w) for n, w in self.detectors], axis=1)
         feats = np.asarray(inputs["features"], np.float64)
         series = np.ascontiguousarray(np.asarray(inputs["series"]).reshape(-1), np.uint64)
-        score = sc.combine(probs, self.weights, self.bias)
+        contrib = sc.contributions(feats, self.centre, self.scale)
+        score = sc.combine(probs, self.weights, self.bias, contrib)
         level = sc.severity(score, series, self.series_state, self.thresholds, calm_z=self.calm_z,
                             alarm_z=self.alarm_z)
-        contrib = sc.contributions(feats, self.centre, self.scale)
         kind = sc.classify(contrib, probs, self.type_weights, self.type_bias)
         top = sc.top_features(contrib, self.top_k)
         anomalous = level > 0

@@ -99,6 +99,33 @@ def _best_f1_threshold(y: NDArray[np.bool_], score: NDArray[np.floating]) -> flo
     return float(thresholds[int(np.argmax(f1[:-1]))])
 
 
+def _f1_at(y: NDArray[np.bool_], score: NDArray[np.floating], threshold: float) -> float:
+    flag = score >= threshold
+    tp = float(np.sum(flag & y))
+    return 2 * tp / max(float(flag.sum() + y.sum()), 1.0)
+
+
+def _fit_combiner(x: NDArray[np.float64], y: NDArray[np.bool_]) -> tuple[NDArray[np.float64], float, dict[str, Any]]:
+    """Logistic weights over the detector logits, regularisation and class weighting chosen by F1 on the other
+    half of the validation stream (fit on the first half, judged on the second, and the other way round),
+    then refitted on all of it."""
+    half = len(y) // 2
+    folds = [(slice(0, half), slice(half, None)), (slice(half, None), slice(0, half))]
+    best: tuple[float, dict[str, Any]] = (-1.0, {})
+    for c in (0.01, 0.1, 1.0, 10.0):
+        for cw in (None, "balanced"):
+            f1 = 0.0
+            for fit, judge in folds:
+                lr = LogisticRegression(C=c, class_weight=cw, max_iter=3000).fit(x[fit], y[fit])
+                thr = _best_f1_threshold(y[fit], lr.decision_function(x[fit]))
+                f1 += _f1_at(y[judge], lr.decision_function(x[judge]), thr) / len(folds)
+            if f1 > best[0]:
+                best = (f1, {"C": c, "class_weight": cw, "cross_f1": round(f1, 4)})
+    params = best[1]
+    lr = LogisticRegression(C=params["C"], class_weight=params["class_weight"], max_iter=3000).fit(x, y)
+    return lr.coef_[0].astype(np.float64), float(lr.intercept_[0]), params
+
+
 def _robust_scale(x: F32) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     centre = np.median(x, axis=0).astype(np.float64)
     q75, q25 = np.percentile(x, [75, 25], axis=0)
@@ -201,17 +228,17 @@ def build_pipeline(
     bar.step("scored the detectors")
 
     y_va = split.validation.is_anomaly
-    lr = LogisticRegression(C=1.0, max_iter=2000).fit(sc.combiner_inputs(probs["val"], True), y_va)
-    weights, bias = lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
-    score_va = sc.combine(probs["val"], weights, bias)
+    centre, scale = _robust_scale(x_tr)
+    contribs = {k: sc.contributions(x, centre, scale) for k, x in (("train", x_tr), ("val", x_va))}
+    weights, bias, chosen = _fit_combiner(sc.combiner_inputs(probs["val"], contribs["val"]), y_va)
+    score_va = sc.combine(probs["val"], weights, bias, contribs["val"])
     decision = _best_f1_threshold(y_va, score_va)
     lg = sc.logit(score_va)
     above = lg[lg >= sc.logit(np.array([decision]))[0]]
     thresholds = [float(sc.logit(np.array([decision]))[0]),
                   *(float(q) for q in np.quantile(above, [0.5, 0.8, 0.95]))]
-    centre, scale = _robust_scale(x_tr)
     anomalies = y_va & (split.validation.kind > 0)
-    contrib = sc.contributions(x_va[anomalies], centre, scale)
+    contrib = contribs["val"][anomalies]
     typer = LogisticRegression(C=0.5, max_iter=3000).fit(
         np.concatenate([np.log1p(contrib.astype(np.float64)), sc.logit(probs["val"][anomalies])], axis=1),
         split.validation.kind[anomalies] - 1)
@@ -219,7 +246,7 @@ def build_pipeline(
     type_b = np.full(len(ev.KINDS), -1e9)
     type_w[:, typer.classes_] = typer.coef_.T
     type_b[typer.classes_] = typer.intercept_
-    series_state = _warm_series(sc, probs, weights, bias, enc, thresholds, cfg.capacity)
+    series_state = _warm_series(sc, probs, contribs, weights, bias, enc, thresholds, cfg.capacity)
     bar.step("fitted the ensemble scorer")
 
     # ---- write the repository
@@ -245,9 +272,9 @@ def build_pipeline(
 
     summary: dict[str, Any] = {
         "model": name, "config": asdict(cfg), "detectors": columns,
-        "weights": dict(zip([*columns, "max"], weights.tolist(), strict=True)),
-        "bias": bias, "thresholds_logit": thresholds, "autoencoder": "PyTorch MLP, static INT8 (QDQ)" if with_ae
-        else "not built (torch not installed)",
+        "weights": dict(zip([*columns, "max_detector", "max_feature_z"], weights.tolist(), strict=True)),
+        "bias": bias, "combiner": chosen, "thresholds_logit": thresholds,
+        "autoencoder": "PyTorch MLP, static INT8 (QDQ)" if with_ae else "not built (torch not installed)",
         "n_features": int(x_tr.shape[1]), "feature_names": list(af.FEATURE_NAMES),
     }
     if evaluate:
@@ -263,14 +290,14 @@ def build_pipeline(
     return summary
 
 
-def _warm_series(sc: Any, probs: dict[str, Any], weights: Any, bias: float, users: dict[str, Any],
-                 thresholds: list[float], capacity: int) -> Any:
+def _warm_series(sc: Any, probs: dict[str, Any], contribs: dict[str, Any], weights: Any, bias: float,
+                 users: dict[str, Any], thresholds: list[float], capacity: int) -> Any:
     """Each user's score history over train and validation, as serving would have built it."""
     from kernels import streaming
 
     state = streaming.new_series_state("zscore", capacity)
     for k in ("train", "val"):
-        sc.severity(sc.combine(probs[k], weights, bias), users[k], state, np.asarray(thresholds))
+        sc.severity(sc.combine(probs[k], weights, bias, contribs[k]), users[k], state, np.asarray(thresholds))
     return state
 
 

@@ -4,9 +4,9 @@ that adapts to each series' recent scores, an anomaly type and the features that
 Pure NumPy on arrays (no per-event Python); the per-series history is a :mod:`kernels.streaming` z-score state
 over the logit of each series' scores, so a series whose scores run high needs more to be called severe.
 
-``combine``        score = sigmoid(bias + sum_d w_d * logit(p_d) + w_max * max_d logit(p_d) + w_z * log1p(max_f z_f)):
-                   a logistic model over the detectors' calibrated probabilities and the largest robust feature
-                   z-score (weights learnt on labelled validation data, or set by hand).
+``combine``        score = sigmoid(bias + sum_d w_d * logit(p_d) + sum_f v_f * log1p(z_f)): a logistic model over
+                   the detectors' calibrated probabilities and each feature's robust z-score (the per-feature
+                   statistical detector); weights learnt on labelled validation data, or set by hand.
 ``contributions``  |x_f - centre_f| / scale_f per feature (robust z against the training distribution).
 ``classify``       anomaly type = argmax of a linear model over [contributions, detector logits].
 ``severity``       NONE below the decision threshold; else LOW / MEDIUM / HIGH / CRITICAL from global
@@ -36,26 +36,26 @@ def logit(p: NDArray[np.floating]) -> NDArray[np.float64]:
 
 
 def combiner_inputs(probs: NDArray[np.floating], contrib: NDArray[np.float32] | None = None) -> NDArray[np.float64]:
-    """The logistic combiner's inputs: each detector's logit; with ``contrib`` (:func:`contributions`) also the
-    largest detector logit and the log of the largest robust feature z-score. The detectors' calibrated
-    probabilities saturate near 1 beyond what training saw; the raw extremeness keeps ranking those events."""
+    """The logistic combiner's inputs: each detector's logit and, with ``contrib`` (:func:`contributions`), each
+    feature's robust z-score as log1p: the per-feature statistical detector. The detectors' calibrated
+    probabilities saturate near 1 beyond what training saw; the per-feature deviations keep ranking those
+    events, and say which kind of deviation matters."""
     lg = logit(probs)
     if contrib is None:
         return lg
-    extreme = np.log1p(contrib.astype(np.float64).max(axis=1, keepdims=True))
-    return np.concatenate([lg, lg.max(axis=1, keepdims=True), extreme], axis=1)
+    return np.concatenate([lg, np.log1p(contrib.astype(np.float64))], axis=1)
 
 
 def combine(
     probs: NDArray[np.floating], weights: NDArray[np.floating], bias: float,
     contrib: NDArray[np.float32] | None = None,
 ) -> NDArray[np.float64]:
-    """Ensemble score in (0, 1) per row of ``probs`` [N, D]; ``weights`` has D entries, or D + 2 (then
-    ``contrib`` is needed) for the extra inputs of :func:`combiner_inputs`."""
+    """Ensemble score in (0, 1) per row of ``probs`` [N, D]; ``weights`` has D entries, or D + F (then
+    ``contrib`` [N, F] is needed) for the per-feature inputs of :func:`combiner_inputs`."""
     w = np.asarray(weights, np.float64)
-    extended = w.shape[0] == probs.shape[1] + 2
-    if extended and contrib is None:
-        raise ValueError("these weights need the feature contributions")
+    extended = w.shape[0] != probs.shape[1]
+    if extended and (contrib is None or w.shape[0] != probs.shape[1] + contrib.shape[1]):
+        raise ValueError(f"{w.shape[0]} weights need the detectors' probabilities and the feature contributions")
     z = bias + combiner_inputs(probs, contrib if extended else None) @ w
     return 1.0 / (1.0 + np.exp(-z))
 

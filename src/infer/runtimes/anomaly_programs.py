@@ -131,7 +131,7 @@ class ScorerProgram:
                              if params.get("series_state") else streaming.new_series_state("zscore", 4096))
         self.levels = np.array([s.encode() for s in anomaly_scoring.SEVERITIES], dtype=object)
         d, f = len(self.detector_columns), len(af.FEATURE_NAMES)
-        if self.weights.shape not in ((d,), (d + 2,)) or self.type_weights.shape != (f + d, len(self.kinds)):
+        if self.weights.shape not in ((d,), (d + f,)) or self.type_weights.shape != (f + d, len(self.kinds)):
             raise ValueError(f"weights for {d} detector columns and {f} features do not fit the parameters")
         if sum(w for _, w in self.detectors) != d or self.thresholds.shape != (4,):
             raise ValueError("detector widths must add up to detector_columns; give 4 thresholds")

@@ -272,7 +272,7 @@ def build_pipeline(
 
     summary: dict[str, Any] = {
         "model": name, "config": asdict(cfg), "detectors": columns,
-        "weights": dict(zip([*columns, "max_detector", "max_feature_z"], weights.tolist(), strict=True)),
+        "weights": dict(zip([*columns, *(f"z:{n}" for n in af.FEATURE_NAMES)], weights.tolist(), strict=True)),
         "bias": bias, "combiner": chosen, "thresholds_logit": thresholds,
         "autoencoder": "PyTorch MLP, static INT8 (QDQ)" if with_ae else "not built (torch not installed)",
         "n_features": int(x_tr.shape[1]), "feature_names": list(af.FEATURE_NAMES),

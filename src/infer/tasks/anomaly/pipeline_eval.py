@@ -136,7 +136,10 @@ def markdown(summary: dict[str, Any]) -> str:
 def model_card(summary: dict[str, Any]) -> str:
     """MODEL_CARD.md for the ``anomaly`` ensemble written by :func:`infer.tasks.anomaly.pipeline.build_pipeline`."""
     cfg = summary["config"]
-    weights = ", ".join(f"{k} {v:+.3f}" for k, v in summary["weights"].items())
+    weights = ", ".join(f"{k} {v:+.3f}" for k, v in summary["weights"].items() if not k.startswith("z:"))
+    weights += "; and one per feature's robust z-score, the largest " + ", ".join(
+        f"{k[2:]} {v:+.2f}" for k, v in sorted(((k, v) for k, v in summary["weights"].items() if k.startswith("z:")),
+                                               key=lambda kv: -abs(kv[1]))[:4])
     text = f"""# Model card: {summary["model"]} (anomaly-detection pipeline)
 
 **What it does.** Takes raw file-processing events (timestamp, user, namespace, file_type, content_hash,
@@ -147,9 +150,10 @@ performance, content, security), the three `top_features` that drove it, and eac
 **How.** An ensemble of stage models, each batched by its own scheduler: numba feature kernels with per-user
 and per-namespace rolling state ({summary["n_features"]} features) -> IsolationForest, LocalOutlierFactor and an
 autoencoder ({summary["autoencoder"]}) as ONNX, plus streaming EW z-score and moving-average deviation per user
--> a logistic combination of the detectors' calibrated probabilities (weights: {weights}; bias
-{summary["bias"]:+.3f}), a decision threshold chosen for F1 on validation, severities from thresholds that move
-with each user's recent scores, a linear type classifier over feature contributions and detector logits.
+-> a logistic combination of the detectors' calibrated probabilities and the per-feature robust z-scores
+(weights: {weights}; bias {summary["bias"]:+.3f}), a decision threshold chosen for F1 on validation,
+severities from thresholds that move with each user's recent scores, a linear type classifier over feature
+contributions and detector logits.
 
 **Data.** Synthetic streams from `infer.tasks.anomaly.events` (see EVENTS.md): {cfg["n_users"]} users, seed
 {cfg["seed"]}; {cfg["n_train"]:,} normal training events, {cfg["n_validation"]:,} labelled validation events

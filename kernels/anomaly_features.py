@@ -94,14 +94,80 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import numpy as np
 from numba import njit, prange
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
+# the encoding and state names stay importable from here (the reference, kernels._cuda and the tests read them)
+from ._features_encoding import (  # noqa: F401
+    _FNV_OFFSET,
+    _FT_CODE,
+    FILE_TYPE_WIDTH,
+    FILE_TYPES,
+    HASH_WIDTH,
+    KEY_WIDTH,
+    EncodedEvents,
+    _check_encoded,
+    _fnv1a64_py,
+    _numeric,
+    _padded_bytes,
+    encode_events,
+    encode_strings,
+    file_type_codes,
+    fnv1a64,
+)
+from ._features_state import (  # noqa: F401
+    _ARRAYS,
+    _DAY_MASK,
+    _SCHEMA,
+    _WEEK_MASK,
+    CONC_ALPHA,
+    DAY,
+    DAY_BITS,
+    DRIFT_ALPHA,
+    DRIFT_CLIP,
+    FEATURE_GROUPS,
+    FEATURE_NAMES,
+    FT_BUCKETS,
+    HASH_TAU,
+    HOUR,
+    HOW_BUCKETS,
+    M_DAY,
+    M_DAYS,
+    M_WEEK,
+    M_WEEKS,
+    MAX_GAP,
+    MIN_WEEKS,
+    MINUTE,
+    MONDAY,
+    N_USER_VALS,
+    PAIR_FACTOR,
+    PEAK_TAU,
+    TYPE_ALPHA,
+    U_C1H,
+    U_C1M,
+    U_L_MEAN,
+    U_L_VAR,
+    U_N,
+    U_PEAK_PRIOR,
+    U_PEAK_TODAY,
+    U_S_MEAN,
+    U_S_VAR,
+    U_SL_COV,
+    WEEK_BITS,
+    Z_ALPHA,
+    Z_VAR_FLOOR,
+    Z_WARMUP,
+    FeatureState,
+    _age,
+    _hour_novelty,
+    _novelty,
+    _popcount,
+    _shifted,
+    new_state,
+)
 from .streaming import find_slot, fmix64
 
 __all__ = [
@@ -127,78 +193,17 @@ __all__ = [
     "warm_up",
 ]
 
-FEATURE_GROUPS: Final[dict[str, tuple[str, ...]]] = {
-    "temporal": ("hour_sin", "hour_cos", "weekend", "user_hour_novelty"),
-    "content": ("log_file_size", "file_type_code", "user_file_type_novelty", "size_type_zscore"),
-    "performance": (
-        *("log_hash_time_ms", "log_api_latency_ms", "concurrency", "hash_ms_per_mb"),
-        *("user_latency_residual_zscore", "concurrency_zscore", "latency_drift"),
-    ),
-    "behavioural": ("user_events_last_hour", "user_minute_rate_excess", "user_namespace_novelty"),
-    "security": (
-        *("hash_hex_entropy", "hash_nonhex_fraction", "hash_max_run", "hash_well_formed"),
-        *("hash_other_users", "log_seconds_since_hash_seen"),
-    ),
-}
-FEATURE_NAMES: Final[tuple[str, ...]] = tuple(n for group in FEATURE_GROUPS.values() for n in group)
 STATELESS_FEATURES: Final[tuple[str, ...]] = (  # the columns the stateless kernels (CPU and CUDA) write
     *("hour_sin", "hour_cos", "weekend", "log_file_size", "file_type_code"),
     *("hash_hex_entropy", "hash_nonhex_fraction", "hash_max_run", "hash_well_formed"),
     *("log_hash_time_ms", "log_api_latency_ms", "concurrency", "hash_ms_per_mb"),
 )
 STATEFUL_FEATURES: Final[tuple[str, ...]] = tuple(n for n in FEATURE_NAMES if n not in STATELESS_FEATURES)
-FILE_TYPES: Final[tuple[str, ...]] = (  # 47 types + "none/unknown" = 48 per-user buckets
-    *("exe", "dll", "so", "msi", "jar", "scr", "apk", "dmg", "iso"),  # executables and images of them
-    *("sh", "ps1", "bat", "vbs", "js", "py", "go", "java", "sql"),  # scripts and code
-    *("zip", "tar", "gz", "7z", "rar"),  # archives
-    *("pdf", "doc", "docx", "xls", "xlsx", "pptx", "txt", "csv", "md", "html"),  # documents
-    *("jpg", "png", "gif", "svg", "psd", "mp4", "mov", "mp3", "wav"),  # images and media
-    *("json", "xml", "yaml", "parquet"),  # data
-    "log",
-)
-KEY_WIDTH: Final[int] = 64  # bytes of a user / namespace name that are hashed
-FILE_TYPE_WIDTH: Final[int] = 16
-HASH_WIDTH: Final[int] = 72  # bytes of content_hash kept (a 64-char hash plus room to see it is too long)
-FT_BUCKETS: Final[int] = len(FILE_TYPES) + 1  # per-user file-type day masks, by file_type_code
-HOW_BUCKETS: Final[int] = 168  # hours of the week, from Monday 00:00 UTC
-PAIR_FACTOR: Final[int] = 4  # (user, namespace) slots per user slot
-MINUTE: Final[float] = 60.0
-HOUR: Final[float] = 3600.0
-DAY: Final[float] = 86400.0
-MONDAY: Final[float] = 4 * DAY  # 1970-01-05 00:00 UTC, the first Monday of the epoch
-DAY_BITS: Final[int] = 32  # day masks: today and the 31 days before
-WEEK_BITS: Final[int] = 8  # week masks: this week and the 7 weeks before
-MIN_WEEKS: Final[int] = 2  # the hour-of-week part of user_hour_novelty needs this many earlier active weeks
-MAX_GAP: Final[float] = 30 * DAY
-PEAK_TAU: Final[float] = 7 * DAY
-HASH_TAU: Final[float] = 6 * HOUR
-Z_ALPHA: Final[float] = 0.02  # per-user running statistics
-TYPE_ALPHA: Final[float] = 0.001  # size per file type
-CONC_ALPHA: Final[float] = 0.01  # concurrency per hour of the week
-DRIFT_ALPHA: Final[float] = 0.1
-DRIFT_CLIP: Final[float] = 4.0
-Z_WARMUP: Final[float] = 5.0
-Z_VAR_FLOOR: Final[float] = 0.01
 MIN_MB: Final[float] = 0.1
 MIN_DISTINCT_DIGITS: Final[int] = 9
 PARALLEL_MIN_EVENTS: Final[int] = 8192  # smaller batches run the stateless kernel on one thread
 CUDA_MIN_EVENTS: Final[int] = 262144  # backend="auto" uses the GPU from this batch size on
 
-_STATE_VERSION: Final[int] = 2
-_SCHEMA: Final[str] = repr(
-    (
-        *(_STATE_VERSION, FEATURE_NAMES, FILE_TYPES, KEY_WIDTH, HASH_WIDTH, PAIR_FACTOR, DAY_BITS, WEEK_BITS),
-        *(MIN_WEEKS, MAX_GAP, PEAK_TAU, HASH_TAU, Z_ALPHA, TYPE_ALPHA, CONC_ALPHA, DRIFT_ALPHA, DRIFT_CLIP),
-        *(Z_WARMUP, Z_VAR_FLOOR),
-    )
-)
-# columns of FeatureState.user_vals: event count; decayed counts (1 min, 1 h); the busiest minute today and on
-# earlier days; running means, variances and covariance of log size and log latency
-U_N, U_C1M, U_C1H, U_PEAK_TODAY, U_PEAK_PRIOR, U_S_MEAN, U_S_VAR, U_L_MEAN, U_L_VAR, U_SL_COV = range(10)
-N_USER_VALS: Final[int] = 10
-# columns of FeatureState.user_marks: the day and week that bit 0 of the user's masks stands for, and the
-# user's active days and weeks as masks
-M_DAY, M_DAYS, M_WEEK, M_WEEKS = range(4)
 # output columns (compile-time constants in the kernels), in STATELESS_FEATURES and STATEFUL_FEATURES order
 _C = {name: i for i, name in enumerate(FEATURE_NAMES)}
 C_HOUR_SIN, C_HOUR_COS, C_WEEKEND, C_LOG_SIZE, C_FT_CODE = (_C[n] for n in STATELESS_FEATURES[:5])
@@ -209,246 +214,8 @@ _STATEFUL_COLS: Final[tuple[int, ...]] = tuple(_C[n] for n in STATEFUL_FEATURES)
 C_HOUR_NOVELTY, C_FT_NOVELTY, C_SIZE_Z, C_LAT_Z, C_CONC_Z, C_DRIFT = _STATEFUL_COLS[:6]
 C_LAST_HOUR, C_MINUTE_EXCESS, C_NS_NOVELTY, C_HASH_USERS, C_SINCE_HASH = _STATEFUL_COLS[6:]
 
-_FNV_OFFSET: Final = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME: Final = np.uint64(0x100000001B3)
-_DAY_MASK: Final[int] = (1 << DAY_BITS) - 1
-_WEEK_MASK: Final[int] = (1 << WEEK_BITS) - 1
-
-
-# --- encoding ------------------------------------------------------------------------------------------------
-
-
-def encode_strings(values: ArrayLike, width: int) -> NDArray[np.uint8]:
-    """UTF-8 bytes of each string, truncated or zero-padded to ``width``: ``uint8[N, width]``.
-
-    Vectorised through NumPy's ``S`` dtype (ASCII fast path, UTF-8 otherwise).  Trailing NULs of a string
-    are lost, like padding; the kernels read a row up to its first NUL.
-    """
-    arr = np.asarray(values)
-    if arr.dtype.kind != "S":
-        if arr.dtype.kind not in "OU":
-            arr = arr.astype(str)
-        try:
-            arr = arr.astype(f"S{width}")
-        except UnicodeEncodeError:
-            arr = np.char.encode(arr.astype(str), "utf-8")
-    enc = np.ascontiguousarray(arr.reshape(-1).astype(f"S{width}"))
-    return enc.view(np.uint8).reshape(enc.size, width)
-
-
-@njit(nogil=True)
-def fnv1a64(mat: NDArray[np.uint8]) -> NDArray[np.uint64]:
-    """64-bit FNV-1a hash of each row of bytes, up to its first NUL (the padding)."""
-    n, w = mat.shape
-    out = np.empty(n, np.uint64)
-    for i in range(n):
-        h = _FNV_OFFSET
-        for j in range(w):
-            b = mat[i, j]
-            if b == 0:
-                break
-            h = (h ^ np.uint64(b)) * _FNV_PRIME
-        out[i] = h
-    return out
-
-
-def _fnv1a64_py(data: bytes) -> int:
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def _padded_bytes(s: object, width: int) -> bytes:
-    """Reference encoding: the UTF-8 bytes the kernels see for ``s`` (up to ``width`` and the first NUL)."""
-    return str(s).encode("utf-8")[:width].split(b"\0", 1)[0]
-
-
-_FT_CODE: Final[dict[bytes, int]] = {t.encode(): i + 1 for i, t in enumerate(FILE_TYPES)}
-_FT_HASHES = np.array([_fnv1a64_py(t) for t in _FT_CODE], np.uint64)
-_FT_ORDER = np.argsort(_FT_HASHES)
-_FT_HASH_SORTED = _FT_HASHES[_FT_ORDER]
-_FT_CODE_SORTED = np.array(list(_FT_CODE.values()), np.int32)[_FT_ORDER]
-assert np.unique(_FT_HASHES).size == len(FILE_TYPES)
 assert HASH_WIDTH < 256  # hex digit counts are packed into 8-bit lanes
 _CLOG2C = np.array([0.0] + [c * math.log2(c) for c in range(1, 256)], np.float64)
-
-
-@njit(nogil=True)
-def file_type_codes(mat: NDArray[np.uint8]) -> NDArray[np.int32]:
-    """``file_type_code`` of each encoded file type: 1 + index into FILE_TYPES, 0 if not in it."""
-    h = fnv1a64(mat)
-    k = np.searchsorted(_FT_HASH_SORTED, h)
-    out = np.zeros(h.size, np.int32)
-    for i in range(h.size):
-        if k[i] < _FT_HASH_SORTED.size and _FT_HASH_SORTED[k[i]] == h[i]:
-            out[i] = _FT_CODE_SORTED[k[i]]
-    return out
-
-
-class EncodedEvents(NamedTuple):
-    """Events with strings replaced by hashes, codes and fixed-width bytes (see :func:`encode_events`)."""
-
-    timestamp: NDArray[np.float64]
-    user: NDArray[np.uint64]  # FNV-1a of the name's first KEY_WIDTH bytes
-    namespace: NDArray[np.uint64]
-    file_type: NDArray[np.int32]  # file_type_code
-    content_hash: NDArray[np.uint8]  # (N, HASH_WIDTH) bytes
-    content_key: NDArray[np.uint64]  # FNV-1a of those bytes
-    file_size: NDArray[np.int64]
-    hash_time_ms: NDArray[np.float32]
-    api_latency_ms: NDArray[np.float32]
-    concurrency: NDArray[np.int32]
-
-    @property
-    def num_events(self) -> int:
-        return int(self.timestamp.size)
-
-    def slice(self, start: int, stop: int) -> EncodedEvents:
-        return EncodedEvents._make(a[start:stop] for a in self)
-
-
-def _numeric(events: Mapping[str, Any]) -> dict[str, NDArray[Any]]:
-    return {
-        "timestamp": np.ascontiguousarray(events["timestamp"], np.float64),
-        "file_size": np.ascontiguousarray(events["file_size"], np.int64),
-        "hash_time_ms": np.ascontiguousarray(events["hash_time_ms"], np.float32),
-        "api_latency_ms": np.ascontiguousarray(events["api_latency_ms"], np.float32),
-        "concurrency": np.ascontiguousarray(events["concurrency"], np.int32),
-    }
-
-
-def encode_events(events: Mapping[str, Any] | EncodedEvents) -> EncodedEvents:
-    """Encode raw events (the module docstring's schema) once, for one or more :func:`extract` calls."""
-    if isinstance(events, EncodedEvents):
-        return events
-    num = _numeric(events)
-    hashes = encode_strings(events["content_hash"], HASH_WIDTH)
-    enc = EncodedEvents(
-        timestamp=num["timestamp"],
-        user=fnv1a64(encode_strings(events["user"], KEY_WIDTH)),
-        namespace=fnv1a64(encode_strings(events["namespace"], KEY_WIDTH)),
-        file_type=file_type_codes(encode_strings(events["file_type"], FILE_TYPE_WIDTH)),
-        content_hash=hashes,
-        content_key=fnv1a64(hashes),
-        file_size=num["file_size"],
-        hash_time_ms=num["hash_time_ms"],
-        api_latency_ms=num["api_latency_ms"],
-        concurrency=num["concurrency"],
-    )
-    _check_encoded(enc)
-    return enc
-
-
-def _check_encoded(enc: EncodedEvents) -> None:
-    n = enc.timestamp.size
-    if any(a.shape[0] != n for a in enc) or enc.content_hash.ndim != 2:
-        raise ValueError("event fields must all have the same length")
-    if enc.content_hash.shape[1] >= 256:
-        raise ValueError("content_hash rows must be narrower than 256 bytes")
-    if n and not np.isfinite(enc.timestamp).all():
-        raise ValueError("timestamps must be finite")
-
-
-# --- state ---------------------------------------------------------------------------------------------------
-
-
-def _layout(c: int) -> dict[str, tuple[tuple[int, ...], type]]:
-    """Shape and dtype of each state array for ``c`` slots."""
-    p = PAIR_FACTOR * c
-    return {
-        "user_keys": ((c,), np.uint64),
-        "user_last": ((c,), np.float64),
-        "user_vals": ((c, N_USER_VALS), np.float64),
-        "user_marks": ((c, 4), np.int64),
-        "user_types": ((c, FT_BUCKETS), np.uint32),
-        "user_day_hours": ((c, 24), np.uint32),
-        "user_week_hours": ((c, HOW_BUCKETS), np.uint8),
-        "pair_keys": ((p,), np.uint64),
-        "pair_last": ((p,), np.float64),
-        "pair_marks": ((p, 2), np.int64),
-        "hash_keys": ((c,), np.uint64),
-        "hash_last": ((c,), np.float64),
-        "hash_users": ((c, 2), np.uint64),
-        "hash_count": ((c,), np.float64),
-        "type_stats": ((FT_BUCKETS, 3), np.float64),
-        "conc_stats": ((HOW_BUCKETS, 3), np.float64),
-        "drift": ((1,), np.float64),
-    }
-
-
-_ARRAYS: Final[tuple[str, ...]] = tuple(_layout(4))
-
-
-@dataclass(eq=False)
-class FeatureState:
-    """Rolling state of the stateful features, ``capacity`` slots per keyed table (see the module docstring)."""
-
-    user_keys: NDArray[np.uint64]  # (C,) user hash per slot, 0 = free
-    user_last: NDArray[np.float64]  # (C,) timestamp of the user's last event (also the eviction order)
-    user_vals: NDArray[np.float64]  # (C, N_USER_VALS) counts, decayed counts, running means and variances
-    user_marks: NDArray[np.int64]  # (C, 4) M_DAY, M_DAYS, M_WEEK, M_WEEKS
-    user_types: NDArray[np.uint32]  # (C, FT_BUCKETS) per file type: days it was used (bit k: k days ago)
-    user_day_hours: NDArray[np.uint32]  # (C, 24) per hour of the day (UTC): days the user was active then
-    user_week_hours: NDArray[np.uint8]  # (C, HOW_BUCKETS) per hour of the week: weeks the user was active then
-    pair_keys: NDArray[np.uint64]  # (PAIR_FACTOR * C,) hash of (user, namespace), 0 = free
-    pair_last: NDArray[np.float64]  # (PAIR_FACTOR * C,) timestamp of the pair's last event
-    pair_marks: NDArray[np.int64]  # (PAIR_FACTOR * C, 2) day of bit 0, days the user used the namespace
-    hash_keys: NDArray[np.uint64]  # (C,) content-hash key per slot, 0 = free
-    hash_last: NDArray[np.float64]  # (C,) timestamp of the hash's last event
-    hash_users: NDArray[np.uint64]  # (C, 2) the last two distinct users that sent the hash
-    hash_count: NDArray[np.float64]  # (C,) decayed (HASH_TAU) count of arrivals from a new user, as of hash_last
-    type_stats: NDArray[np.float64]  # (FT_BUCKETS, 3) per file type: count, mean and variance of log size
-    conc_stats: NDArray[np.float64]  # (HOW_BUCKETS, 3) per hour of week: count, mean, variance of log concurrency
-    drift: NDArray[np.float64]  # (1,) EW mean over events of the clipped user latency z-score
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def capacity(self) -> int:
-        return int(self.user_keys.size)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(int(getattr(self, name).nbytes) for name in _ARRAYS)
-
-    def copy(self) -> FeatureState:
-        return FeatureState(**{name: getattr(self, name).copy() for name in _ARRAYS})
-
-    def save(self, path: str | Path) -> None:
-        """Write the state to one ``.npz`` file (with the feature schema it belongs to)."""
-        with self.lock:
-            arrays = {name: getattr(self, name) for name in _ARRAYS}
-            np.savez(path, schema=np.str_(_SCHEMA), **arrays)
-
-    @classmethod
-    def load(cls, path: str | Path) -> FeatureState:
-        """Read a state written by :meth:`save`; refuses one written for other feature definitions."""
-        with np.load(path, allow_pickle=False) as z:
-            if "schema" not in z.files or str(z["schema"]) != _SCHEMA:
-                raise ValueError(f"{path}: feature state schema differs from this version of kernels")
-            arrays: dict[str, Any] = {name: np.ascontiguousarray(z[name]) for name in _ARRAYS}
-            state = cls(**arrays)
-        _check_state(state)
-        return state
-
-
-def new_state(capacity: int = 65536) -> FeatureState:
-    """Empty state: ``capacity`` (a power of two >= 4) slots for users and hashes, ``PAIR_FACTOR`` x for pairs."""
-    if capacity < 4 or capacity & (capacity - 1):
-        raise ValueError(f"capacity must be a power of two >= 4, not {capacity}")
-    state = FeatureState(**{name: np.zeros(shape, dtype) for name, (shape, dtype) in _layout(capacity).items()})
-    _check_state(state)
-    return state
-
-
-def _check_state(s: FeatureState) -> None:
-    c = s.capacity
-    if c < 4 or c & (c - 1):
-        raise ValueError(f"capacity must be a power of two >= 4, not {c}")
-    for name, (shape, dtype) in _layout(c).items():
-        a = getattr(s, name)
-        if a.shape != shape or a.dtype != dtype or not a.flags.c_contiguous:
-            raise ValueError(f"state.{name} must be C-contiguous {np.dtype(dtype)}{shape}, not {a.dtype}{a.shape}")
 
 
 # --- stateless features (leaf functions: compiled for the CPU here and for CUDA in kernels._cuda) -------------
@@ -593,47 +360,6 @@ def _cuda_available() -> bool:
 
 
 # --- stateful features ---------------------------------------------------------------------------------------
-
-
-@njit(nogil=True)
-def _popcount(x: int) -> int:
-    n = 0
-    while x:
-        x &= x - 1
-        n += 1
-    return n
-
-
-@njit(nogil=True)
-def _shifted(mask: int, k: int, full: int) -> int:
-    """``mask`` aged by ``k >= 0`` periods: bit j moves to bit j + k; bits beyond ``full`` drop out."""
-    return (mask << k) & full if k < 64 else 0
-
-
-@njit(nogil=True)
-def _age(row: Any, k: int, full: int) -> None:
-    for j in range(row.size):
-        row[j] = _shifted(np.int64(row[j]), k, full)
-
-
-@njit(nogil=True)
-def _novelty(mask: int, prior: int) -> float:
-    """1 - (earlier periods in ``mask``) / ``prior`` earlier active periods; 0 without any (bit 0 = now)."""
-    if prior == 0:
-        return 0.0
-    return max(1.0 - _popcount(mask >> 1) / prior, 0.0)
-
-
-@njit(nogil=True)
-def _hour_novelty(row: Any, k: int, prior: int) -> float:
-    """:func:`_novelty` of the busiest of buckets k - 1, k, k + 1 of a cyclic row of masks."""
-    if prior == 0:
-        return 0.0
-    n = row.size
-    best = 0
-    for j in (k - 1, k, k + 1):
-        best = max(best, _popcount(np.int64(row[(j + n) % n]) >> 1))
-    return max(1.0 - best / prior, 0.0)
 
 
 @njit(nogil=True)

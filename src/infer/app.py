@@ -74,7 +74,7 @@ class App:
         self.repository_path = path
         registry = ModelRegistry(
             ModelRepository(path),
-            options=RuntimeOptions(cfg.intra_op_threads, cfg.inter_op_threads),
+            options=RuntimeOptions(cfg.intra_op_threads, cfg.inter_op_threads, cfg.state_dir),
             default_max_batch_size=cfg.default_max_batch_size,
             strict=cfg.strict_model_config,
         )

@@ -50,6 +50,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--auth-tokens", type=Path, help=doc("auth_tokens"))
     p.add_argument("--audit-log", type=Path, help=doc("audit_log"))
     p.add_argument("--alerts-config", type=Path, help=doc("alerts_config"))
+    p.add_argument("--state-dir", type=Path, help=doc("state_dir"))
     p.add_argument("--deployment-sync", type=float, default=1.0, dest="deployment_sync_s",
                    help=doc("deployment_sync_s"))
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")

@@ -145,3 +145,25 @@ async def test_a_bad_event_is_refused_by_field(served: Served) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await stub.ModelInfer(req)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "timestamp" in (e.value.details() or "")
+
+
+async def test_rolling_state_survives_a_restart_with_state_dir(built: tuple[Path, ev.EventStream],
+                                                               tmp_path: Path) -> None:
+    """Half the stream, a graceful restart, the other half: the same answers as one uninterrupted run."""
+    repo, stream = built
+    state = ["--state-dir", str(tmp_path / "state")]
+    halves = []
+    for a, b in ((0, N // 2), (N // 2, N)):
+        srv = ServerProcess(repo, *state).wait_ready()
+        try:
+            async with grpc.aio.insecure_channel(srv.address) as ch:
+                stub = pb_grpc.GRPCInferenceServiceStub(ch)
+                halves.append(_decode(await stub.ModelInfer(_request(stream.events, a, b))))
+        finally:
+            assert srv.stop() == 0, srv.output()
+    assert (tmp_path / "state" / "anomaly_features" / "1" / "state.npz").is_file()
+    served = np.concatenate([h["score"] for h in halves])
+    expected = run_programs(repo, "anomaly", stream.events, chunk=N // 2)["score"]
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
+    cold = run_programs(repo, "anomaly", {k: v[N // 2:] for k, v in stream.events.items()})["score"]
+    assert not np.allclose(cold, expected[N // 2:])  # a cold restart would have answered differently

@@ -55,6 +55,9 @@ class ServerConfig(BaseModel):
     tls_client_ca: Path | None = Field(
         None, description="PEM CA bundle: require client certificates signed by it (mutual TLS)."
     )
+    state_dir: Path | None = Field(
+        None, description="Keep stateful models' rolling state here across unloads and restarts (default: off)."
+    )
     registry_dir: Path | None = Field(
         None, description="Model registry database and artifacts (default: $INFER_HOME/registry)."
     )

@@ -58,6 +58,12 @@ class FeatureProgram:
         feats = self._af.extract(enc, self.state)
         return {"features": feats, "series": enc.user.reshape(-1, 1)}
 
+    def save_state(self, directory: Path) -> None:
+        self.state.save(directory / "state.npz")
+
+    def load_state(self, directory: Path) -> None:
+        self.state = self._af.FeatureState.load(directory / "state.npz")
+
 
 def anomaly_features(directory: Path, params: dict[str, Any]) -> FeatureProgram:
     return FeatureProgram(directory, params)
@@ -75,7 +81,8 @@ class StreamingProgram:
         from kernels import streaming
 
         self._streaming = streaming
-        self.columns = [af.FEATURE_NAMES.index(c) for c in params["columns"]]
+        self.column_names = [str(c) for c in params["columns"]]
+        self.columns = [af.FEATURE_NAMES.index(c) for c in self.column_names]
         self.states = {
             kind: [streaming.SeriesState.load(directory / f"{kind}_{c}.npz") if params.get("states")
                    else streaming.new_series_state(kind, int(params.get("capacity", 4096)))
@@ -100,6 +107,13 @@ class StreamingProgram:
         for kind, states in self.states.items():
             for c, state in zip(columns, states, strict=True):
                 state.save(directory / f"{kind}_{c}.npz")
+
+    def save_state(self, directory: Path) -> None:
+        self.save(directory, self.column_names)
+
+    def load_state(self, directory: Path) -> None:
+        load = self._streaming.SeriesState.load
+        self.states = {kind: [load(directory / f"{kind}_{c}.npz") for c in self.column_names] for kind in self.states}
 
 
 def anomaly_streaming(directory: Path, params: dict[str, Any]) -> StreamingProgram:
@@ -142,6 +156,14 @@ class ScorerProgram:
             _spec("anomaly_type", DataType.BYTES), _spec("top_features", DataType.BYTES, self.top_k),
             _spec("detector_probs", DataType.FP32, d),
         )
+
+    def save_state(self, directory: Path) -> None:
+        self.series_state.save(directory / "series.npz")
+
+    def load_state(self, directory: Path) -> None:
+        from kernels import streaming
+
+        self.series_state = streaming.SeriesState.load(directory / "series.npz")
 
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         sc = self._sc

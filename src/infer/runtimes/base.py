@@ -32,6 +32,7 @@ class RuntimeOptions:
 
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    state_dir: Path | None = None  # where stateful runtimes keep their state across unloads and restarts
 
 
 @dataclass(frozen=True, slots=True)

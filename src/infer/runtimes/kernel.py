@@ -9,13 +9,19 @@ Programs are chosen by name from :data:`PROGRAMS` (loaded lazily, like runtimes)
 and computes a batch. Stateful programs (rolling per-user features, per-series histories) see batches in the
 order the scheduler runs them and keep their state behind a lock, so ``instance_group.count`` above 1 gains
 nothing for them; the state starts from the file shipped with the model (the state at the end of training)
-and lives in memory while the version is loaded.
+and lives in memory while the version is loaded. With ``--state-dir`` it is saved there when the version is
+unloaded (shutdown included) and restored at the next load, so a restart does not send every user back to a
+cold start (a SIGKILL loses what changed since the last save).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,7 +31,10 @@ from infer.core.types import TensorSpec
 from infer.errors import InferError, ModelConfigError, ModelExecutionError
 from infer.runtimes.base import Array, Runtime, RuntimeOptions, Signature
 
-__all__ = ["PROGRAMS", "KernelRuntime", "Program", "register_program"]
+__all__ = ["PROGRAMS", "KernelRuntime", "Program", "StatefulProgram", "register_program"]
+
+log = logging.getLogger(__name__)
+_SAVED = "SAVED"  # marks a complete state directory
 
 
 class Program(Protocol):
@@ -33,6 +42,14 @@ class Program(Protocol):
     outputs: tuple[TensorSpec, ...]
 
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]: ...
+
+
+class StatefulProgram(Program, Protocol):
+    """A program whose state can outlive the loaded version (``--state-dir``)."""
+
+    def save_state(self, directory: Path) -> None: ...
+
+    def load_state(self, directory: Path) -> None: ...
 
 
 ProgramFactory = Callable[[Path, dict[str, Any]], Program]
@@ -61,10 +78,11 @@ class KernelRuntime(Runtime):
     names = ("kernel",)
     default_filename = "kernel.json"
 
-    def __init__(self, program: Program, name: str) -> None:
+    def __init__(self, program: Program, name: str, state_dir: Path | None = None) -> None:
         self._program = program
         self._name = name
         self._lock = threading.Lock()
+        self._state_dir = state_dir if hasattr(program, "save_state") else None
 
     @classmethod
     def open(cls, path: Path, config: ModelConfig, options: RuntimeOptions) -> KernelRuntime:
@@ -83,7 +101,16 @@ class KernelRuntime(Runtime):
             raise
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ModelConfigError(f"{where}: program '{name}' cannot load: {e}") from None
-        return cls(program, name)
+        state_dir = None
+        if options.state_dir is not None:
+            state_dir = options.state_dir / config.name / path.parent.name
+            if (state_dir / _SAVED).is_file() and hasattr(program, "load_state"):
+                try:
+                    program.load_state(state_dir)
+                except (OSError, ValueError, KeyError) as e:
+                    raise ModelConfigError(f"{where}: saved state in {state_dir} cannot be read: {e}") from None
+                log.info("model %s: state restored from %s", config.name, state_dir)
+        return cls(program, name, state_dir)
 
     def signature(self) -> Signature:
         return Signature(self._program.inputs, self._program.outputs)
@@ -96,6 +123,26 @@ class KernelRuntime(Runtime):
                 raise
             except (ValueError, TypeError) as e:
                 raise ModelExecutionError(f"kernel program '{self._name}' failed: {e}") from None
+
+    def close(self) -> None:
+        """Save the state where ``--state-dir`` says (written beside, then renamed: a crash keeps the old one)."""
+        if self._state_dir is None:
+            return
+        with self._lock:
+            tmp = self._state_dir.with_name(f".{self._state_dir.name}.saving")
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                tmp.mkdir(parents=True)
+                self._program.save_state(tmp)  # type: ignore[attr-defined]
+                (tmp / _SAVED).write_text(str(time.time()))
+                old = self._state_dir.with_name(f".{self._state_dir.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                if self._state_dir.exists():
+                    os.rename(self._state_dir, old)
+                os.rename(tmp, self._state_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            except OSError as e:
+                log.error("cannot save the state of kernel program %s to %s: %s", self._name, self._state_dir, e)
 
     def describe(self) -> str:
         return f"kernel program {self._name}"

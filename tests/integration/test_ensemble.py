@@ -129,3 +129,17 @@ async def test_bad_wiring_fails_the_load_and_nothing_else(stub: Served) -> None:
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "model 'pipe'" in (e.value.details() or "")
     out = _outputs(await infer.ModelInfer(_req("pipe", np.ones((1, 4), np.float32))))
     assert out["doubled"].tolist() == [[2, 2, 2, 2]]
+
+
+async def test_an_unloaded_step_unreadies_the_ensemble_until_it_returns(stub: Served) -> None:
+    _, infer = stub
+    assert (await infer.ModelReady(pb.ModelReadyRequest(name="pipe"))).ready
+    await infer.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="rules"))
+    assert not (await infer.ModelReady(pb.ModelReadyRequest(name="pipe"))).ready  # a step is gone
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await infer.ModelInfer(_req("pipe", np.ones((1, 4), np.float32)))
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    await infer.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="rules"))
+    assert (await infer.ModelReady(pb.ModelReadyRequest(name="pipe"))).ready
+    out = _outputs(await infer.ModelInfer(_req("pipe", np.ones((1, 4), np.float32))))
+    assert out["label"].tolist() == [[5, 6, 7, 8]]

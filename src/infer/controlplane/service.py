@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from infer.errors import InvalidArgument, NotFound
+from infer.errors import InferError, InvalidArgument, NotFound
 from infer.registry.artifacts import ArtifactStore
 from infer.registry.registry import LoadedVersion
 from infer.registry.store import AuditEntry, ModelVersionRecord, RegistryStore, ServingTransition, TransitionRecord
@@ -102,8 +102,7 @@ class ControlPlane:
         self.server_id = f"{socket.gethostname()}:{os.getpid()}"
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer-lifecycle")
         for name, (spec, revision) in store.deployments_with_revisions().items():
-            self.router.put(deployment_from_dict(name, spec))
-            self.revisions[name] = revision
+            self._apply(name, spec, revision)
 
     async def set_deployment(self, dep: Deployment, actor: str, expected_revision: int | None = None) -> Deployment:
         """Persist, then put in force: a deployment the store did not keep never takes traffic.
@@ -128,9 +127,7 @@ class ControlPlane:
             specs = await asyncio.to_thread(self.store.deployments_with_revisions)
             for name in changed:
                 if name in specs and specs[name][1] > self.revisions.get(name, 0):
-                    spec, revision = specs[name]
-                    self.router.put(deployment_from_dict(name, spec))
-                    self.revisions[name] = revision
+                    self._apply(name, *specs[name])
         if gone:
             again = await asyncio.to_thread(self.store.deployment_revisions)  # not recreated meanwhile
             for name in gone:
@@ -138,6 +135,17 @@ class ControlPlane:
                     self.router.remove(name)
                     self.revisions.pop(name, None)
         return len(changed) + len(gone)
+
+    def _apply(self, name: str, spec: dict[str, Any], revision: int) -> None:
+        """Put a stored deployment in force; one this version cannot read is logged and skipped, not fatal."""
+        try:
+            dep = deployment_from_dict(name, spec)
+        except (InferError, KeyError, TypeError, ValueError) as e:
+            log.error("stored deployment %s (revision %d) cannot be read, skipped: %s", name, revision, e)
+            self.revisions[name] = revision  # not retried every poll; a new revision is
+            return
+        self.router.put(dep)
+        self.revisions[name] = revision
 
     # ---- lifecycle of served versions (a VersionListener of the model registry) --------------
 

@@ -29,6 +29,8 @@ __all__ = ["DataPlane", "ModelMetadata", "ServerMetadata"]
 
 Array = npt.NDArray[np.generic]
 
+MAX_DEFAULT_ROWS = 65536
+
 # what makes a deployment try its next target: the model failed, timed out, or is not there
 _FALLBACK_ON = (ModelExecutionError, DeadlineExceeded, Unavailable, NotFound)
 
@@ -128,7 +130,10 @@ class DataPlane:
         outputs = {t.name: t.data for t in resp.outputs}
         if not {"score", "anomaly_type", "top_features"} <= outputs.keys():
             return
-        rows = len(outputs["severity"])
+        severity = outputs["severity"].reshape(-1)
+        if np.all((severity == b"NONE") | (severity == b"")):
+            return  # the usual case: nothing to alert, no user names decoded
+        rows = len(severity)
         events = {t.name: t.data for t in request.inputs if len(t.data) == rows}
         user = events.get("user")
         keys = None if user is None else [v.decode(errors="replace") if isinstance(v, bytes) else str(v)
@@ -181,6 +186,9 @@ class DataPlane:
         if answer.batched:
             first = request.inputs[0].data if request.inputs else None
             rows = int(first.shape[0]) if first is not None and first.ndim else 1
+            if rows > MAX_DEFAULT_ROWS:  # no target checked this request's batch size
+                raise InvalidArgument(f"input '{request.inputs[0].name}': batch size {rows} is over the "
+                                      f"{MAX_DEFAULT_ROWS} rows a default answer is given for")
         wanted = set(request.outputs)
         outputs = [Tensor(o.name, DataType(o.datatype), o.array(rows))
                    for o in answer.outputs if not wanted or o.name in wanted]
@@ -243,7 +251,11 @@ class DataPlane:
             self.dispatcher.failure(lv, e)
             raise
         if fut is None:
-            outputs = await self._run_ensemble(lv, request, inputs)
+            deadline = request.deadline
+            if timeout_us:  # the ensemble's steps share this request's budget
+                budget_end = time.monotonic() + timeout_us / 1e6
+                deadline = budget_end if deadline is None else min(deadline, budget_end)
+            outputs = await self._run_ensemble(lv, request, inputs, deadline)
         else:
             outputs = fut.result() if fut.done() else await fut
         if cache is not None:
@@ -253,7 +265,7 @@ class DataPlane:
         return self._response(lv, request, outputs)
 
     async def _run_ensemble(
-        self, lv: LoadedVersion, request: InferRequest, inputs: dict[str, Array]
+        self, lv: LoadedVersion, request: InferRequest, inputs: dict[str, Array], deadline: float | None
     ) -> dict[str, Array]:
         """Run an ensemble's steps, each through its model's scheduler, launching each as soon as its inputs
         exist; the ensemble's statistics count the whole pipeline."""
@@ -269,7 +281,7 @@ class DataPlane:
                 if not ready:  # only an absent optional ensemble input can leave a step without its inputs
                     raise InvalidArgument(f"model '{lv.name}': step '{pending[0].model}' lacks an input: "
                                           f"{[t for _, t in pending[0].inputs if t not in tensors]}")
-                results = await asyncio.gather(*(self._ensemble_step(s, tensors, request) for s in ready))
+                results = await asyncio.gather(*(self._ensemble_step(s, tensors, request, deadline) for s in ready))
                 for step, outs in zip(ready, results, strict=True):
                     for name, tensor in step.outputs:
                         tensors[tensor] = outs[name]
@@ -280,14 +292,18 @@ class DataPlane:
         lv.stats.success.add(time.perf_counter_ns() - t0)
         return {name: tensors[name] for name in plan.outputs}
 
-    async def _ensemble_step(self, step: EnsembleStepPlan, tensors: dict[str, Array],
-                             request: InferRequest) -> dict[str, Array]:
+    async def _ensemble_step(self, step: EnsembleStepPlan, tensors: dict[str, Array], request: InferRequest,
+                             deadline: float | None) -> dict[str, Array]:
         sub_lv = self.registry.get(step.model, step.version)
         specs = {t.name: t for t in sub_lv.inputs}
+        missing = [n for n, _ in step.inputs if n not in specs] + [n for n, _ in step.outputs
+                                                                  if n not in sub_lv.output_specs]
+        if missing:  # the step model was reloaded with other tensors since the ensemble was planned
+            raise Unavailable(f"ensemble step '{step.model}' no longer has tensors {missing}; reload the ensemble")
         sub = InferRequest(
             model_name=step.model, model_version=step.version, id=request.id,
             inputs=[Tensor(name, specs[name].datatype, tensors[tensor]) for name, tensor in step.inputs],
-            outputs=[name for name, _ in step.outputs], parameters=request.parameters, deadline=request.deadline,
+            outputs=[name for name, _ in step.outputs], parameters=request.parameters, deadline=deadline,
         )
         resp = await self._infer_one(sub, sub_lv, 0)
         return {t.name: t.data for t in resp.outputs}

@@ -136,10 +136,27 @@ class ModelRegistry:
 
     def ready(self, name: str, version: str = "") -> bool:
         try:
-            self.get(name, version)
+            lv = self.get(name, version)
         except InferError:
             return False
+        if isinstance(lv.runtime, EnsembleRuntime):  # an ensemble is ready when its plan and its steps are
+            plan = lv.runtime.plan
+            return plan is not None and all(self.ready(s.model, s.version) for s in plan.steps)
         return True
+
+    def _replan_dependents(self, name: str) -> None:
+        """After ``name`` (re)loaded: check again the ensembles that call it, whose plan may no longer fit."""
+        for model in self._models.values():
+            for lv in model.versions.values():
+                rt = lv.runtime
+                steps = lv.config.ensemble_scheduling.step if lv.config.ensemble_scheduling else []
+                if not isinstance(rt, EnsembleRuntime) or all(s.model_name != name for s in steps):
+                    continue
+                try:
+                    rt.plan = plan_ensemble(lv.config, self._specs)
+                except InferError as e:
+                    rt.plan = None
+                    log.error("ensemble %s no longer fits its step %s: %s", lv.name, name, e.message)
 
     def all_ready(self) -> bool:
         """Every model that should be loaded has a serving version."""
@@ -233,6 +250,7 @@ class ModelRegistry:
             for lv in old.values():
                 if fresh.get(lv.version) is not lv:
                     await self._retire(lv)
+        self._replan_dependents(name)
 
     async def unload(self, name: str) -> None:
         model = self._models.get(name)

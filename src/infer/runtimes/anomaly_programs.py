@@ -34,6 +34,24 @@ RAW_FIELDS: tuple[tuple[str, DataType], ...] = (
 )
 
 
+MAX_CAPACITY = 1 << 22  # rolling-state slots a model file may ask for
+
+
+def _inside(directory: Path, name: object) -> Path:
+    """A file named by the model's parameters: relative, and inside the version directory."""
+    path = (directory / str(name)).resolve()
+    if Path(str(name)).is_absolute() or not path.is_relative_to(directory.resolve()):
+        raise ValueError(f"file {name!r} must be inside the version directory")
+    return path
+
+
+def _capacity(params: dict[str, Any]) -> int:
+    cap = int(params.get("capacity", 4096))
+    if not 4 <= cap <= MAX_CAPACITY:
+        raise ValueError(f"capacity {cap} outside 4..{MAX_CAPACITY}")
+    return cap
+
+
 def _spec(name: str, dt: DataType, width: int = 1) -> TensorSpec:
     return TensorSpec(name, dt, (-1, width))
 
@@ -44,16 +62,17 @@ class FeatureProgram:
 
         self._af = af
         state = params.get("state")
-        self.state = af.FeatureState.load(directory / state) if state else af.new_state(int(params.get("capacity",
-                                                                                                       4096)))
+        self.state = af.FeatureState.load(_inside(directory, state)) if state else af.new_state(_capacity(params))
         self.inputs = tuple(_spec(n, dt) for n, dt in RAW_FIELDS)
         self.outputs = (_spec("features", DataType.FP32, len(af.FEATURE_NAMES)), _spec("series", DataType.UINT64))
         af.warm_up()
 
+    def prepare(self, inputs: Mapping[str, Array]) -> None:
+        if not np.isfinite(np.asarray(inputs["timestamp"], np.float64)).all():
+            raise InvalidArgument("input 'timestamp': every value must be a finite number of seconds")
+
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         events = {name: np.asarray(inputs[name]).reshape(-1) for name, _ in RAW_FIELDS}
-        if not np.isfinite(events["timestamp"].astype(np.float64)).all():
-            raise InvalidArgument("input 'timestamp': every value must be a finite number of seconds")
         enc = self._af.encode_events(events)
         feats = self._af.extract(enc, self.state)
         return {"features": feats, "series": enc.user.reshape(-1, 1)}
@@ -84,8 +103,8 @@ class StreamingProgram:
         self.column_names = [str(c) for c in params["columns"]]
         self.columns = [af.FEATURE_NAMES.index(c) for c in self.column_names]
         self.states = {
-            kind: [streaming.SeriesState.load(directory / f"{kind}_{c}.npz") if params.get("states")
-                   else streaming.new_series_state(kind, int(params.get("capacity", 4096)))
+            kind: [streaming.SeriesState.load(_inside(directory, f"{kind}_{c}.npz")) if params.get("states")
+                   else streaming.new_series_state(kind, _capacity(params))
                    for c in params["columns"]]
             for kind in streaming.KINDS
         }
@@ -141,7 +160,7 @@ class ScorerProgram:
         self.names = np.array([n.encode() for n in af.FEATURE_NAMES], dtype=object)
         self.top_k = int(params.get("top_k", 3))
         self.calm_z, self.alarm_z = float(params.get("calm_z", 2.0)), float(params.get("alarm_z", 6.0))
-        self.series_state = (streaming.SeriesState.load(directory / params["series_state"])
+        self.series_state = (streaming.SeriesState.load(_inside(directory, params["series_state"]))
                              if params.get("series_state") else streaming.new_series_state("zscore", 4096))
         self.levels = np.array([s.encode() for s in anomaly_scoring.SEVERITIES], dtype=object)
         d, f = len(self.detector_columns), len(af.FEATURE_NAMES)

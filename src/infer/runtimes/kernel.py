@@ -115,6 +115,12 @@ class KernelRuntime(Runtime):
     def signature(self) -> Signature:
         return Signature(self._program.inputs, self._program.outputs)
 
+    def prepare(self, inputs: dict[str, Array]) -> None:
+        """The program's per-request checks, before the request joins a batch (one bad event fails alone)."""
+        check = getattr(self._program, "prepare", None)
+        if check is not None:
+            check(inputs)
+
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         with self._lock:  # stateful programs see one batch at a time, in order
             try:

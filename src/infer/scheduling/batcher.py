@@ -406,7 +406,8 @@ class BatchScheduler:
                 m.failure(error.code.value)
                 if not p.future.done():
                     p.future.set_exception(error)
-            self._judge(ok=False, count=len(batch))
+            if not isinstance(error, InvalidArgument):  # a bad input is the caller's fault, not the model's
+                self._judge(ok=False, count=len(batch))
             return
         self.health.record_latency(infer_ns / 1e9)
         self._judge(ok=True, count=len(batch))

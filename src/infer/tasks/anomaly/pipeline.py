@@ -152,8 +152,11 @@ def _onnx_model(repo: Path, name: str, model: onnx.ModelProto, mbs: int) -> None
 def _kernel_model(repo: Path, name: str, program: str, params: dict[str, Any], mbs: int) -> Path:
     d = repo / name / "1"
     _write(d / "kernel.json", json.dumps({"program": program, "params": params}, indent=1))
+    # no zero-event warm-up: it would fold fake events into the shipped rolling state (the programs compile
+    # their kernels on a throwaway state when they load)
     _write(repo / name / "config.pbtxt", f'name: "{name}"\nbackend: "kernel"\nmax_batch_size: {mbs}\n'
-                                         "dynamic_batching { }\n")
+                                         "dynamic_batching { }\n"
+                                         'parameters: { key: "infer.warmup" value: { string_value: "false" } }\n')
     return d
 
 

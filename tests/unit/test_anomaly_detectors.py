@@ -277,3 +277,16 @@ def test_adbench_without_data_skips_with_a_message(
     assert adbench.default_data_dir() == tmp_path / "absent"
     assert adbench.main([]) == 0
     assert "not found" in capsys.readouterr().err
+
+
+def test_with_columns_reads_the_wide_input_and_uses_the_chosen_columns(
+    classic: dict[str, det.FittedDetector], toy: dict[str, NDArray[np.float32]]
+) -> None:
+    narrow = det.export_isolation_forest(classic["isolation_forest"])
+    x = np.concatenate([toy["inliers"], toy["outliers"]])
+    f = x.shape[1]
+    wide = np.concatenate([np.full((len(x), 2), 99.0, np.float32), x, np.zeros((len(x), 1), np.float32)], axis=1)
+    wrapped = det.with_columns(narrow, f + 3, list(range(2, 2 + f)))
+    np.testing.assert_array_equal(det.score_onnx(wrapped, wide)[0], det.score_onnx(narrow, x)[0])
+    with pytest.raises(ValueError, match="distinct indices"):
+        det.with_columns(narrow, f, [f])

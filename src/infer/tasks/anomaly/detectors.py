@@ -77,6 +77,7 @@ __all__ = [
     "train_autoencoder",
     "train_isolation_forest",
     "train_lof",
+    "with_columns",
 ]
 
 INPUT_NAME: Final = "x"
@@ -635,4 +636,24 @@ def compare_int8(
     out["prob_mean_abs_diff"] = float(np.mean(np.abs(p8 - p32)))
     for batch in ("batch1", "batch256"):
         out[f"speedup_{batch}"] = out["int8"][f"rows_per_s_{batch}"] / out["fp32"][f"rows_per_s_{batch}"]
+    return out
+
+
+def with_columns(model: onnx.ModelProto, n_inputs: int, columns: list[int]) -> onnx.ModelProto:
+    """The model reading a wider ``x`` [batch, n_inputs] and using only ``columns`` of it (a Gather first), so
+    a detector trained on a subset of the features takes the feature stage's whole output."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    if not 0 < len(columns) <= n_inputs or any(not 0 <= c < n_inputs for c in columns):
+        raise ValueError(f"columns must be distinct indices into {n_inputs} features")
+    selected = f"{INPUT_NAME}_selected"
+    for node in graph.node:
+        node.input[:] = [selected if name == INPUT_NAME else name for name in node.input]
+    graph.initializer.append(numpy_helper.from_array(np.asarray(columns, np.int64), f"{INPUT_NAME}_columns"))
+    graph.node.insert(0, helper.make_node("Gather", [INPUT_NAME, f"{INPUT_NAME}_columns"], [selected], axis=1))
+    first = next(i for i in graph.input if i.name == INPUT_NAME)
+    first.type.tensor_type.shape.dim[1].ClearField("dim_param")
+    first.type.tensor_type.shape.dim[1].dim_value = n_inputs
+    onnx.checker.check_model(out, full_check=True)
     return out

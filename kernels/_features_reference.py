@@ -100,6 +100,7 @@ def stateless_features_reference(enc: af.EncodedEvents) -> NDArray[np.float32]:
     out[:, af.C_LOG_LAT] = np.log1p(lat)
     out[:, af.C_CONC] = clean(enc.concurrency)
     out[:, af.C_MS_PER_MB] = ht / np.maximum(size / 1e6, af.MIN_MB)
+    out[:, af.C_DAY_OF_WEEK] = (day + 3.0) % 7.0  # 0 = Monday
     return out
 
 
@@ -149,7 +150,23 @@ def _latency_residual(vals: NDArray[np.float64], xs: float, xl: float) -> float:
     return z
 
 
-def _user_step(st: af.FeatureState, u: int, t: float, code: int, xs: float, xl: float) -> dict[str, Any]:
+def _decayed_entropy(counts: NDArray[np.float32], decay: float) -> float:
+    """Decay float32 bucket counts in place; entropy (bits) of their distribution (0 when empty)."""
+    counts[:] = [np.float32(float(c) * decay) for c in counts.tolist()]
+    values = [float(c) for c in counts.tolist()]
+    total = 0.0
+    for v in values:  # in order, as the kernel sums
+        total += v
+    if total <= 0.0:
+        return 0.0
+    entropy = 0.0
+    for v in values:
+        if v > 0.0:
+            entropy -= (v / total) * math.log2(v / total)
+    return max(entropy, 0.0)
+
+
+def _user_step(st: af.FeatureState, u: int, t: float, code: int, bucket: int, xs: float, xl: float) -> dict[str, Any]:
     """Advance the user's state over one event; returns the user features and the user's day."""
     s, fresh = _find_slot_py(st.user_keys, st.user_last, u)
     vals, marks = st.user_vals[s], st.user_marks[s]
@@ -157,7 +174,7 @@ def _user_step(st: af.FeatureState, u: int, t: float, code: int, xs: float, xl: 
     week, how = divmod(hours, af.HOW_BUCKETS)
     day, hod = divmod(hours + 96, 24)  # MONDAY is 96 hours after the epoch
     if fresh:
-        vals[:], st.user_types[s], st.user_day_hours[s], st.user_week_hours[s] = 0.0, 0, 0, 0
+        vals[:], st.user_types[s], st.user_day_hours[s], st.user_week_hours[s], st.user_ns[s] = 0.0, 0, 0, 0, 0.0
         marks[:] = day, 0, week, 0
         dt = af.MAX_GAP
         st.user_last[s] = t
@@ -198,6 +215,12 @@ def _user_step(st: af.FeatureState, u: int, t: float, code: int, xs: float, xl: 
     vals[af.U_N] += 1.0
     vals[af.U_C1M], vals[af.U_C1H] = c1m + 1.0, c1h + 1.0
     vals[af.U_PEAK_TODAY] = max(float(vals[af.U_PEAK_TODAY]), c1m + 1.0)
+    f["log_seconds_since_user_last"] = math.log1p(dt)
+    c1d = float(vals[af.U_C1D]) * math.exp(-dt / af.USER_RATE_TAU)
+    f["user_rate_per_hour"] = c1d / (af.USER_RATE_TAU / af.HOUR)
+    vals[af.U_C1D] = c1d + 1.0
+    f["user_namespace_entropy"] = _decayed_entropy(st.user_ns[s], math.exp(-dt / af.NS_TAU))
+    st.user_ns[s, bucket] = np.float32(float(st.user_ns[s, bucket]) + 1.0)
     return f | {"day": int(marks[af.M_DAY]), "prior_days": prior_days, "how": how}
 
 
@@ -214,6 +237,19 @@ def _namespace_novelty(st: af.FeatureState, u: int, ns: int, t: float, day: int,
     novelty = _share_novelty(_bits(int(st.pair_marks[q, 1]) >> 1), prior_days)
     st.pair_marks[q, 1] |= 1
     return novelty
+
+
+def _namespace_rate(st: af.FeatureState, ns: int, t: float) -> float:
+    q, fresh = _find_slot_py(st.ns_keys, st.ns_last, ns)
+    if fresh:
+        c = 0.0
+        st.ns_last[q] = t
+    else:
+        gap = min(max(t - float(st.ns_last[q]), 0.0), af.MAX_GAP)
+        c = float(st.ns_rate[q]) * math.exp(-gap / af.NS_RATE_TAU)
+        st.ns_last[q] = max(float(st.ns_last[q]), t)
+    st.ns_rate[q] = c + 1.0
+    return c
 
 
 def _hash_step(st: af.FeatureState, key: int, u: int, t: float) -> tuple[float, float]:
@@ -247,8 +283,10 @@ def stateful_features_reference(
         size, lat, conc = float(enc.file_size[i]), float(enc.api_latency_ms[i]), float(enc.concurrency[i])
         xs = math.log1p(size) if size > 0.0 else 0.0
         xl = math.log1p(lat) if 0.0 < lat < math.inf else 0.0
-        f = _user_step(state, u, t, code, xs, xl)
-        f["user_namespace_novelty"] = _namespace_novelty(state, u, int(enc.namespace[i]), t, f["day"], f["prior_days"])
+        ns = int(enc.namespace[i])
+        f = _user_step(state, u, t, code, _fmix64_py(ns) >> 60, xs, xl)
+        f["user_namespace_novelty"] = _namespace_novelty(state, u, ns, t, f["day"], f["prior_days"])
+        f["namespace_rate_per_hour"] = _namespace_rate(state, ns, t)
         f["hash_other_users"], f["log_seconds_since_hash_seen"] = _hash_step(state, int(enc.content_key[i]), u, t)
         f["size_type_zscore"] = _zscore(xs, state.type_stats[code], af.TYPE_ALPHA)
         f["concurrency_zscore"] = _zscore(

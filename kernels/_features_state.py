@@ -33,6 +33,11 @@ FEATURE_GROUPS: Final[dict[str, tuple[str, ...]]] = {
         *("hash_hex_entropy", "hash_nonhex_fraction", "hash_max_run", "hash_well_formed"),
         *("hash_other_users", "log_seconds_since_hash_seen"),
     ),
+    # appended last so that the columns above keep their indices (kernels._cuda and callers index them)
+    "activity": (
+        *("day_of_week", "log_seconds_since_user_last", "user_rate_per_hour", "namespace_rate_per_hour"),
+        "user_namespace_entropy",
+    ),
 }
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(n for group in FEATURE_GROUPS.values() for n in group)
 FT_BUCKETS: Final[int] = len(FILE_TYPES) + 1  # per-user file-type day masks, by file_type_code
@@ -48,6 +53,10 @@ MIN_WEEKS: Final[int] = 2  # the hour-of-week part of user_hour_novelty needs th
 MAX_GAP: Final[float] = 30 * DAY
 PEAK_TAU: Final[float] = 7 * DAY
 HASH_TAU: Final[float] = 6 * HOUR
+USER_RATE_TAU: Final[float] = DAY  # user_rate_per_hour
+NS_RATE_TAU: Final[float] = HOUR  # namespace_rate_per_hour
+NS_BUCKETS: Final[int] = 16  # user_namespace_entropy: namespaces hashed to 16 buckets (top 4 bits of fmix64)
+NS_TAU: Final[float] = 7 * DAY  # decay of the per-user namespace-bucket counts
 Z_ALPHA: Final[float] = 0.02  # per-user running statistics
 TYPE_ALPHA: Final[float] = 0.001  # size per file type
 CONC_ALPHA: Final[float] = 0.01  # concurrency per hour of the week
@@ -58,18 +67,18 @@ Z_VAR_FLOOR: Final[float] = 0.01
 _DAY_MASK: Final[int] = (1 << DAY_BITS) - 1
 _WEEK_MASK: Final[int] = (1 << WEEK_BITS) - 1
 
-_STATE_VERSION: Final[int] = 2
+_STATE_VERSION: Final[int] = 3
 _SCHEMA: Final[str] = repr(
     (
         *(_STATE_VERSION, FEATURE_NAMES, FILE_TYPES, KEY_WIDTH, HASH_WIDTH, PAIR_FACTOR, DAY_BITS, WEEK_BITS),
         *(MIN_WEEKS, MAX_GAP, PEAK_TAU, HASH_TAU, Z_ALPHA, TYPE_ALPHA, CONC_ALPHA, DRIFT_ALPHA, DRIFT_CLIP),
-        *(Z_WARMUP, Z_VAR_FLOOR),
+        *(Z_WARMUP, Z_VAR_FLOOR, USER_RATE_TAU, NS_RATE_TAU, NS_BUCKETS, NS_TAU),
     )
 )
 # columns of FeatureState.user_vals: event count; decayed counts (1 min, 1 h); the busiest minute today and on
-# earlier days; running means, variances and covariance of log size and log latency
-U_N, U_C1M, U_C1H, U_PEAK_TODAY, U_PEAK_PRIOR, U_S_MEAN, U_S_VAR, U_L_MEAN, U_L_VAR, U_SL_COV = range(10)
-N_USER_VALS: Final[int] = 10
+# earlier days; running means, variances and covariance of log size and log latency; decayed count (1 day)
+U_N, U_C1M, U_C1H, U_PEAK_TODAY, U_PEAK_PRIOR, U_S_MEAN, U_S_VAR, U_L_MEAN, U_L_VAR, U_SL_COV, U_C1D = range(11)
+N_USER_VALS: Final[int] = 11
 # columns of FeatureState.user_marks: the day and week that bit 0 of the user's masks stands for, and the
 # user's active days and weeks as masks
 M_DAY, M_DAYS, M_WEEK, M_WEEKS = range(4)
@@ -86,9 +95,13 @@ def _layout(c: int) -> dict[str, tuple[tuple[int, ...], type]]:
         "user_types": ((c, FT_BUCKETS), np.uint32),
         "user_day_hours": ((c, 24), np.uint32),
         "user_week_hours": ((c, HOW_BUCKETS), np.uint8),
+        "user_ns": ((c, NS_BUCKETS), np.float32),
         "pair_keys": ((p,), np.uint64),
         "pair_last": ((p,), np.float64),
         "pair_marks": ((p, 2), np.int64),
+        "ns_keys": ((c,), np.uint64),
+        "ns_last": ((c,), np.float64),
+        "ns_rate": ((c,), np.float64),
         "hash_keys": ((c,), np.uint64),
         "hash_last": ((c,), np.float64),
         "hash_users": ((c, 2), np.uint64),
@@ -113,9 +126,13 @@ class FeatureState:
     user_types: NDArray[np.uint32]  # (C, FT_BUCKETS) per file type: days it was used (bit k: k days ago)
     user_day_hours: NDArray[np.uint32]  # (C, 24) per hour of the day (UTC): days the user was active then
     user_week_hours: NDArray[np.uint8]  # (C, HOW_BUCKETS) per hour of the week: weeks the user was active then
+    user_ns: NDArray[np.float32]  # (C, NS_BUCKETS) decayed (NS_TAU) namespace-bucket counts, as of user_last
     pair_keys: NDArray[np.uint64]  # (PAIR_FACTOR * C,) hash of (user, namespace), 0 = free
     pair_last: NDArray[np.float64]  # (PAIR_FACTOR * C,) timestamp of the pair's last event
     pair_marks: NDArray[np.int64]  # (PAIR_FACTOR * C, 2) day of bit 0, days the user used the namespace
+    ns_keys: NDArray[np.uint64]  # (C,) namespace hash per slot, 0 = free
+    ns_last: NDArray[np.float64]  # (C,) timestamp of the namespace's last event
+    ns_rate: NDArray[np.float64]  # (C,) decayed (NS_RATE_TAU) event count of the namespace, as of ns_last
     hash_keys: NDArray[np.uint64]  # (C,) content-hash key per slot, 0 = free
     hash_last: NDArray[np.float64]  # (C,) timestamp of the hash's last event
     hash_users: NDArray[np.uint64]  # (C, 2) the last two distinct users that sent the hash

@@ -66,27 +66,39 @@ security
                                      exp(-age / 6 h), less one if this user is one of those two
   ``log_seconds_since_hash_seen`` *  log1p(seconds since the hash's previous event), capped at 30 days;
                                      log1p(2592000) = 14.77 for a hash not seen (or no longer held)
+activity (added after the groups above, so that their columns keep their indices)
+  ``day_of_week``                    0 = Monday ... 6 = Sunday (UTC), as a number
+  ``log_seconds_since_user_last`` *  log1p(seconds since the user's previous event), capped at 30 days;
+                                     log1p(2592000) = 14.77 for the user's first event (or an evicted user)
+  ``user_rate_per_hour`` *           the user's earlier events, each weighted exp(-age / 24 h), divided by 24:
+                                     about the mean events per hour over the last day
+  ``namespace_rate_per_hour`` *      the namespace's earlier events (all users), each weighted exp(-age / 1 h)
+  ``user_namespace_entropy`` *       Shannon entropy (bits, 0..4) of the user's earlier events over 16
+                                     namespace buckets (the top 4 bits of fmix64 of the namespace hash),
+                                     weights decaying with a 7-day time constant; 0 for the first event
 
 Running means and variances use the weight ``a = max(alpha, 1 / n)`` for the ``n``-th value (exact averages
 at first, exponential forgetting after): ``d = x - mean; mean += a * d; var = (1 - a) * (var + a * d**2)``,
 and the covariance likewise; the user statistics use ``alpha = 0.02``.
 
-State (:class:`FeatureState`): users, (user, namespace) pairs and content hashes are hashed (FNV-1a of their
-first ``KEY_WIDTH`` UTF-8 bytes; the hash's first ``HASH_WIDTH`` bytes) into set-associative tables with
-:data:`kernels.streaming.WAYS` slots per set (:func:`kernels.streaming.find_slot`): ``capacity`` slots for
-users and hashes, ``PAIR_FACTOR * capacity`` for pairs.  A key keeps its slot while it stays among the
-``WAYS`` most recently active keys of its set; a newcomer to a full set evicts the least recently active
-one, whose state is dropped, so an evicted user that comes back starts afresh (no earlier days, novelty 0)
-and an evicted hash counts as never seen.  Two keys share a state only when their 64-bit hashes are equal.
-Day and week histories are bit masks (bit k: k days / weeks ago).  Small global tables hold the size
+State (:class:`FeatureState`): users, namespaces, (user, namespace) pairs and content hashes are hashed
+(FNV-1a of their first ``KEY_WIDTH`` UTF-8 bytes; the hash's first ``HASH_WIDTH`` bytes) into set-associative
+tables with :data:`kernels.streaming.WAYS` slots per set (:func:`kernels.streaming.find_slot`): ``capacity``
+slots for users, namespaces and hashes, ``PAIR_FACTOR * capacity`` for pairs.  A key keeps its slot while it
+stays among the ``WAYS`` most recently active keys of its set; a newcomer to a full set evicts the least
+recently active one, whose state is dropped, so an evicted user that comes back starts afresh (no earlier
+days, novelty 0), an evicted hash counts as never seen and an evicted namespace as idle.  Two keys share a
+state only when their 64-bit hashes are equal.  Day and week histories are bit masks (bit k: k days / weeks
+ago); the user's namespace distribution is 16 float32 decayed counts.  Small global tables hold the size
 statistics per file type, the concurrency statistics per hour of the week and the latency drift.  Memory is
-fixed by ``capacity``: about 47 MiB at the default 65536, 5.9 MiB at 8192 (:attr:`FeatureState.nbytes`).
+fixed by ``capacity``: about 53 MiB at the default 65536, 6.6 MiB at 8192 (:attr:`FeatureState.nbytes`).
 A state is not meant to be shared by concurrent streams; :func:`extract` holds its lock while updating it.
 
 :func:`extract_reference` (in :mod:`kernels._features_reference`, importable from here) computes the same
 features with plain NumPy and Python loops (for the tests and benchmarks); :mod:`kernels._cuda` has a
 ``numba.cuda`` variant of the stateless part, used by ``backend="auto"`` for large batches when a GPU is
-present.
+present (it writes every stateless column but ``day_of_week``, which :func:`stateless_features` then fills on
+the CPU).
 """
 
 from __future__ import annotations
@@ -143,9 +155,13 @@ from ._features_state import (  # noqa: F401
     MINUTE,
     MONDAY,
     N_USER_VALS,
+    NS_BUCKETS,
+    NS_RATE_TAU,
+    NS_TAU,
     PAIR_FACTOR,
     PEAK_TAU,
     TYPE_ALPHA,
+    U_C1D,
     U_C1H,
     U_C1M,
     U_L_MEAN,
@@ -156,6 +172,7 @@ from ._features_state import (  # noqa: F401
     U_S_MEAN,
     U_S_VAR,
     U_SL_COV,
+    USER_RATE_TAU,
     WEEK_BITS,
     Z_ALPHA,
     Z_VAR_FLOOR,
@@ -193,10 +210,11 @@ __all__ = [
     "warm_up",
 ]
 
-STATELESS_FEATURES: Final[tuple[str, ...]] = (  # the columns the stateless kernels (CPU and CUDA) write
+STATELESS_FEATURES: Final[tuple[str, ...]] = (  # the columns the stateless kernels write
     *("hour_sin", "hour_cos", "weekend", "log_file_size", "file_type_code"),
     *("hash_hex_entropy", "hash_nonhex_fraction", "hash_max_run", "hash_well_formed"),
     *("log_hash_time_ms", "log_api_latency_ms", "concurrency", "hash_ms_per_mb"),
+    "day_of_week",  # kernels._cuda does not write it: stateless_features fills it on the CPU after the GPU
 )
 STATEFUL_FEATURES: Final[tuple[str, ...]] = tuple(n for n in FEATURE_NAMES if n not in STATELESS_FEATURES)
 MIN_MB: Final[float] = 0.1
@@ -208,11 +226,19 @@ CUDA_MIN_EVENTS: Final[int] = 262144  # backend="auto" uses the GPU from this ba
 _C = {name: i for i, name in enumerate(FEATURE_NAMES)}
 C_HOUR_SIN, C_HOUR_COS, C_WEEKEND, C_LOG_SIZE, C_FT_CODE = (_C[n] for n in STATELESS_FEATURES[:5])
 C_ENTROPY, C_NONHEX, C_MAX_RUN, C_WELL_FORMED = (_C[n] for n in STATELESS_FEATURES[5:9])
-C_LOG_HASH_MS, C_LOG_LAT, C_CONC, C_MS_PER_MB = (_C[n] for n in STATELESS_FEATURES[9:])
-C_DOW, C_LEN_OK, C_HASH_MS = C_WEEKEND, C_WELL_FORMED, C_LOG_HASH_MS  # the names kernels._cuda writes through
+C_LOG_HASH_MS, C_LOG_LAT, C_CONC, C_MS_PER_MB = (_C[n] for n in STATELESS_FEATURES[9:13])
+C_DAY_OF_WEEK = _C["day_of_week"]
+# the names kernels._cuda writes through; C_DOW is the *weekend* column (its "dow" is _temporal's weekend flag),
+# the day_of_week column is C_DAY_OF_WEEK
+C_DOW, C_LEN_OK, C_HASH_MS = C_WEEKEND, C_WELL_FORMED, C_LOG_HASH_MS
 _STATEFUL_COLS: Final[tuple[int, ...]] = tuple(_C[n] for n in STATEFUL_FEATURES)
 C_HOUR_NOVELTY, C_FT_NOVELTY, C_SIZE_Z, C_LAT_Z, C_CONC_Z, C_DRIFT = _STATEFUL_COLS[:6]
-C_LAST_HOUR, C_MINUTE_EXCESS, C_NS_NOVELTY, C_HASH_USERS, C_SINCE_HASH = _STATEFUL_COLS[6:]
+C_LAST_HOUR, C_MINUTE_EXCESS, C_NS_NOVELTY, C_HASH_USERS, C_SINCE_HASH = _STATEFUL_COLS[6:11]
+C_SINCE_USER, C_USER_RATE, C_NS_RATE, C_NS_ENTROPY = _STATEFUL_COLS[11:]
+_ACTIVITY: Final = ("log_seconds_since_user_last", "user_rate_per_hour", "namespace_rate_per_hour")
+assert _STATEFUL_COLS[11:] == tuple(_C[n] for n in (*_ACTIVITY, "user_namespace_entropy"))
+_S60: Final = np.uint64(64 - 4)  # the namespace bucket: the top 4 bits of fmix64(namespace hash)
+assert NS_BUCKETS == 16
 
 assert HASH_WIDTH < 256  # hex digit counts are packed into 8-bit lanes
 _CLOG2C = np.array([0.0] + [c * math.log2(c) for c in range(1, 256)], np.float64)
@@ -289,7 +315,14 @@ def _hash_stats_impl(mat: Any, i: int, clog2c: Any) -> tuple[float, float, float
     return entropy, (length - nhex) / length, max_run / length, ok
 
 
+def _day_of_week_impl(t: float) -> float:
+    """0 = Monday ... 6 = Sunday (UTC)."""
+    d = math.floor(t / DAY) + 3.0  # 1970-01-01 was a Thursday
+    return d - 7.0 * math.floor(d / 7.0)
+
+
 _temporal = njit(nogil=True)(_temporal_impl)
+_day_of_week = njit(nogil=True)(_day_of_week_impl)
 _perf = njit(nogil=True)(_perf_impl)
 _hash_stats = njit(nogil=True)(_hash_stats_impl)
 
@@ -314,6 +347,13 @@ def _stateless_impl(t, size, ht, lat, conc, ft, hmat, out):
         out[i, C_LOG_LAT] = log_lat
         out[i, C_CONC] = c
         out[i, C_MS_PER_MB] = ms_per_mb
+        out[i, C_DAY_OF_WEEK] = _day_of_week(t[i])
+
+
+@njit(nogil=True)
+def _day_of_week_column(t, out):
+    for i in range(t.size):
+        out[i, C_DAY_OF_WEEK] = _day_of_week(t[i])
 
 
 _stateless_seq = njit(nogil=True)(_stateless_impl)
@@ -343,6 +383,7 @@ def stateless_features(
         from . import _cuda
 
         _cuda.stateless_features(enc, out)
+        _day_of_week_column(enc.timestamp, out)  # the one stateless column the CUDA kernel leaves
         return out
     args = (enc.timestamp, enc.file_size, enc.hash_time_ms, enc.api_latency_ms, enc.concurrency, enc.file_type)
     if n >= PARALLEL_MIN_EVENTS:
@@ -395,8 +436,10 @@ def _pair_key(user: np.uint64, namespace: np.uint64) -> np.uint64:
 
 
 @njit(nogil=True)
-def _user_step(u, ti, code, x_size, x_lat, keys, last, user_vals, user_marks, types, day_hours, week_hours, row):
-    """Advance user ``u`` over one event, writing the user features into ``row``.
+def _user_step(
+    u, ti, code, bucket, x_size, x_lat, keys, last, user_vals, user_marks, types, day_hours, week_hours, user_ns, row
+):
+    """Advance user ``u`` over one event (namespace bucket ``bucket``), writing the user features into ``row``.
 
     Returns the user's day (the latest one seen), the number of earlier active days and the latency residual.
     """
@@ -406,7 +449,7 @@ def _user_step(u, ti, code, x_size, x_lat, keys, last, user_vals, user_marks, ty
     s, fresh = find_slot(keys, last, u)
     vals, marks = user_vals[s], user_marks[s]
     if fresh:
-        vals[:], types[s, :], day_hours[s, :], week_hours[s, :] = 0.0, 0, 0, 0
+        vals[:], types[s, :], day_hours[s, :], week_hours[s, :], user_ns[s, :] = 0.0, 0, 0, 0, 0.0
         marks[M_DAY], marks[M_DAYS], marks[M_WEEK], marks[M_WEEKS] = day, 0, week, 0
         dt = MAX_GAP
         last[s] = ti
@@ -444,7 +487,44 @@ def _user_step(u, ti, code, x_size, x_lat, keys, last, user_vals, user_marks, ty
     vals[U_N] += 1.0
     vals[U_C1M], vals[U_C1H] = c1m + 1.0, c1h + 1.0
     vals[U_PEAK_TODAY] = max(vals[U_PEAK_TODAY], c1m + 1.0)
+    row[C_SINCE_USER] = math.log1p(dt)
+    c1d = vals[U_C1D] * math.exp(-dt / USER_RATE_TAU)
+    row[C_USER_RATE] = c1d / (USER_RATE_TAU / HOUR)
+    vals[U_C1D] = c1d + 1.0
+    row[C_NS_ENTROPY] = _decayed_entropy(user_ns[s], math.exp(-dt / NS_TAU))
+    user_ns[s, bucket] += np.float32(1.0)
     return marks[M_DAY], prior_days, z_lat
+
+
+@njit(nogil=True)
+def _decayed_entropy(counts: Any, decay: float) -> float:
+    """Decay a row of bucket counts in place; the entropy (bits) of their distribution, 0 when all are 0."""
+    total = 0.0
+    for j in range(counts.size):
+        counts[j] = counts[j] * decay
+        total += np.float64(counts[j])
+    entropy = 0.0
+    if total > 0.0:
+        for j in range(counts.size):
+            c = np.float64(counts[j])
+            if c > 0.0:
+                p = c / total
+                entropy -= p * math.log2(p)
+    return max(entropy, 0.0)
+
+
+@njit(nogil=True)
+def _ns_rate(keys, last, rate, key, ti) -> float:
+    """namespace_rate_per_hour from the namespace's decayed count, which then takes the event in."""
+    q, fresh = find_slot(keys, last, key)
+    if fresh:
+        c = 0.0
+        last[q] = ti
+    else:
+        c = rate[q] * math.exp(-min(max(ti - last[q], 0.0), MAX_GAP) / NS_RATE_TAU)
+        last[q] = max(last[q], ti)
+    rate[q] = c + 1.0
+    return c
 
 
 @njit(nogil=True)
@@ -497,8 +577,9 @@ def _zscore_in(stats: Any, x: float, alpha: float) -> float:
 @njit(nogil=True)
 def _stateful_kernel(
     t, uh, nh, ft, hk, size, lat, conc,
-    user_keys, user_last, user_vals, user_marks, user_types, user_day_hours, user_week_hours,
-    pair_keys, pair_last, pair_marks, hash_keys, hash_last, hash_users, hash_count, type_stats, conc_stats, drift,
+    user_keys, user_last, user_vals, user_marks, user_types, user_day_hours, user_week_hours, user_ns,
+    pair_keys, pair_last, pair_marks, ns_keys, ns_last, ns_rate,
+    hash_keys, hash_last, hash_users, hash_count, type_stats, conc_stats, drift,
     out,
 ):  # fmt: skip
     for i in range(t.size):
@@ -510,9 +591,11 @@ def _stateful_kernel(
         x_conc = np.float64(conc[i])
         x_conc = math.log1p(x_conc) if x_conc > 0.0 else 0.0
         user_tables = (user_keys, user_last, user_vals, user_marks, user_types, user_day_hours, user_week_hours)
-        day, prior_days, z_lat = _user_step(uh[i], ti, ft[i], x_size, x_lat, *user_tables, row)
+        bucket = np.int64(fmix64(nh[i]) >> _S60)
+        day, prior_days, z_lat = _user_step(uh[i], ti, ft[i], bucket, x_size, x_lat, *user_tables, user_ns, row)
         pair = _pair_key(uh[i], nh[i])
         row[C_NS_NOVELTY] = _pair_novelty(pair_keys, pair_last, pair_marks, pair, ti, day, prior_days)
+        row[C_NS_RATE] = _ns_rate(ns_keys, ns_last, ns_rate, nh[i], ti)
         _hash_step(hash_keys, hash_last, hash_users, hash_count, hk[i], uh[i], ti, row)
         # global baselines: size per file type, concurrency per hour of the week, recent latency residuals
         row[C_SIZE_Z] = _zscore_in(type_stats[ft[i]], x_size, TYPE_ALPHA)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes.util
+import datetime as dt
 import importlib
 import itertools
 import math
@@ -142,7 +143,7 @@ def test_encode_events_matches_the_python_reference() -> None:
 
 def test_feature_names_are_grouped_and_documented() -> None:
     assert af.FEATURE_NAMES == tuple(n for g in af.FEATURE_GROUPS.values() for n in g)
-    assert len(set(af.FEATURE_NAMES)) == len(af.FEATURE_NAMES) == 24
+    assert len(set(af.FEATURE_NAMES)) == len(af.FEATURE_NAMES) == 29
     assert set(af.STATEFUL_FEATURES) | set(af.STATELESS_FEATURES) == set(af.FEATURE_NAMES)
     assert not set(af.STATEFUL_FEATURES) & set(af.STATELESS_FEATURES)
     for name in af.FEATURE_NAMES:
@@ -157,8 +158,23 @@ def test_feature_names_are_grouped_and_documented() -> None:
         "C_DRIFT": "latency_drift", "C_LAST_HOUR": "user_events_last_hour",
         "C_MINUTE_EXCESS": "user_minute_rate_excess", "C_NS_NOVELTY": "user_namespace_novelty",
         "C_HASH_USERS": "hash_other_users", "C_SINCE_HASH": "log_seconds_since_hash_seen",
+        "C_DAY_OF_WEEK": "day_of_week", "C_SINCE_USER": "log_seconds_since_user_last",
+        "C_USER_RATE": "user_rate_per_hour", "C_NS_RATE": "namespace_rate_per_hour",
+        "C_NS_ENTROPY": "user_namespace_entropy",
     }  # fmt: skip
     assert {c: af.FEATURE_NAMES[getattr(af, c)] for c in columns} == columns
+    # the first 24 columns keep the indices they had before the "activity" group was appended
+    assert af.FEATURE_NAMES[:24] == (
+        *("hour_sin", "hour_cos", "weekend", "user_hour_novelty"),
+        *("log_file_size", "file_type_code", "user_file_type_novelty", "size_type_zscore"),
+        *("log_hash_time_ms", "log_api_latency_ms", "concurrency", "hash_ms_per_mb"),
+        *("user_latency_residual_zscore", "concurrency_zscore", "latency_drift"),
+        *("user_events_last_hour", "user_minute_rate_excess", "user_namespace_novelty"),
+        *("hash_hex_entropy", "hash_nonhex_fraction", "hash_max_run", "hash_well_formed"),
+        *("hash_other_users", "log_seconds_since_hash_seen"),
+    )
+    assert af.FEATURE_NAMES[24:] == af.FEATURE_GROUPS["activity"]
+    assert list(af.FEATURE_GROUPS)[-1] == "activity" and "day_of_week" in af.STATELESS_FEATURES
     # the streaming detectors of the anomaly pipeline read these columns by name
     assert {"log_api_latency_ms", "hash_ms_per_mb", "log_file_size", "user_events_last_hour"} <= set(af.FEATURE_NAMES)
 
@@ -177,8 +193,14 @@ def test_kernels_match_the_reference(capacity: int, seed: int, mean_gap: float) 
     np.testing.assert_allclose(fast, ref, rtol=1e-6, atol=1e-6)
     assert_states_equal(fast_state, ref_state)
     col = {name: fast[:, af.FEATURE_NAMES.index(name)] for name in af.STATEFUL_FEATURES}
-    for name in ("user_hour_novelty", "user_file_type_novelty", "user_namespace_novelty", "hash_other_users"):
+    exercised = ("user_hour_novelty", "user_file_type_novelty", "user_namespace_novelty", "hash_other_users")
+    exercised += ("namespace_rate_per_hour", "user_namespace_entropy")
+    for name in exercised:
         assert col[name].max() > 0.5, name  # the events exercise every stateful feature
+    assert col["user_rate_per_hour"].max() > 0.2  # 12 events in the last day, even with 16 user slots
+    since_user = col["log_seconds_since_user_last"]
+    assert since_user.min() == 0.0 and since_user.max() == np.float32(math.log1p(af.MAX_GAP))
+    assert set(np.unique(fast[:, af.C_DAY_OF_WEEK]).tolist()) <= set(range(7))
     if mean_gap >= 3600:  # two months: the hour-of-week profile is in use
         weeks = [bin(m >> 1).count("1") for m in fast_state.user_marks[:, af.M_WEEKS]]
         assert max(weeks) >= af.MIN_WEEKS
@@ -222,7 +244,9 @@ def test_state_save_load_round_trip(tmp_path: Path) -> None:
 
     with np.load(tmp_path / "state.npz") as z:
         arrays = dict(z)
-    for name, schema in {"other": "something else", "v1": af._SCHEMA.replace("(2, ", "(1, ", 1)}.items():
+    assert af._SCHEMA.startswith("(3, ")
+    older = {f"v{v}": af._SCHEMA.replace("(3, ", f"({v}, ", 1) for v in (1, 2)}  # v2: before the activity group
+    for name, schema in ({"other": "something else"} | older).items():
         np.savez(tmp_path / f"{name}.npz", **(arrays | {"schema": np.str_(schema)}))
         with pytest.raises(ValueError, match="schema"):
             af.FeatureState.load(tmp_path / f"{name}.npz")
@@ -284,6 +308,11 @@ def test_temporal_and_performance_features() -> None:
     np.testing.assert_allclose(x[:, af.C_LOG_LAT], [0.0, math.log1p(20.0), math.log1p(20.0)], rtol=1e-6)
     assert x[:, af.C_CONC].tolist() == [3.0, 3.0, 0.0]
     assert x[:, af.C_FT_CODE].tolist() == [af.FILE_TYPES.index("pdf") + 1] * 3
+    assert x[:, af.C_DAY_OF_WEEK].tolist() == [3.0, 5.0, 0.0]  # Thursday, Saturday, Monday
+    week = np.array([D0 + d * DAY + h * HOUR for d in range(-7, 14) for h in (0.0, 12.0, 23.99)])
+    dow = af.stateless_features(stack([one_event(t) for t in week]), backend="cpu")[:, [af.C_DAY_OF_WEEK, af.C_WEEKEND]]
+    want = [dt.datetime.fromtimestamp(t, dt.UTC).weekday() for t in week]
+    assert dow[:, 0].tolist() == want and dow[:, 1].tolist() == [float(d >= 5) for d in want]
 
 
 DAY, HOUR = 86400.0, 3600.0
@@ -376,6 +405,47 @@ def test_concurrency_zscore_and_latency_drift() -> None:
     assert drift[-1] > 1.0 > 0.0 == np.abs(drift[:30]).max()
 
 
+def test_user_recency_rates_and_namespace_entropy() -> None:
+    gaps = [0.0, 60.0, 3600.0, 0.0, 40 * DAY]  # the last gap is longer than MAX_GAP
+    times = np.cumsum(gaps) + D0
+    namespaces = ["a", "b", "a", "c", "a"]
+    other = one_event(D0 + 30.0, user="v", namespace="a")  # another user in namespace "a"
+    events = [one_event(t, namespace=n) for t, n in zip(times, namespaces, strict=True)]
+    events.insert(1, other)
+    f = features(events)
+    mine = [0, 2, 3, 4, 5]
+    since = [af.MAX_GAP, 60.0, 3600.0, 0.0, af.MAX_GAP]
+    np.testing.assert_allclose(f["log_seconds_since_user_last"][mine], np.log1p(since), rtol=1e-6)
+    assert f["log_seconds_since_user_last"][1] == np.float32(math.log1p(af.MAX_GAP))  # "v"'s first event
+    c, rate = 0.0, []
+    for gap in since:
+        c = c * math.exp(-gap / DAY) if rate else 0.0
+        rate.append(c / 24.0)
+        c += 1.0
+    np.testing.assert_allclose(f["user_rate_per_hour"][mine], rate, rtol=1e-6, atol=1e-12)
+    # namespace "a": events at 0 (u), 30 (v), 3660 (u), then after 40 days; the rate is over all users
+    e = math.exp
+    ns_rate = [0.0, 1.0 * e(-30 / HOUR), 0.0, (1 + e(-30 / HOUR)) * e(-3630 / HOUR), 0.0]
+    ns_rate.append((ns_rate[3] + 1.0) * e(-af.MAX_GAP / HOUR))
+    np.testing.assert_allclose(f["namespace_rate_per_hour"], ns_rate, rtol=1e-6, atol=1e-12)
+    # the user's namespace distribution before each event, each earlier event weighted exp(-age / 7 days); after
+    # the 40-day gap (capped at MAX_GAP) all weights decay alike, so the shares stay those of the fourth event's
+    buckets = {n: streaming._fmix64_py(af.fnv1a64(af.encode_strings([n], af.KEY_WIDTH))[0].item()) >> 60 for n in "abc"}
+    assert len(set(buckets.values())) == 3, buckets  # the test's namespaces do not share a bucket
+
+    def h(k: int) -> float:  # entropy over the namespaces of the first k events (a common decay keeps the shares)
+        weights: dict[str, float] = {}
+        for j in range(k):
+            weights[namespaces[j]] = weights.get(namespaces[j], 0.0) + math.exp(-(times[k - 1] - times[j]) / af.NS_TAU)
+        p = np.array(list(weights.values())) / sum(weights.values())
+        return float(-(p * np.log2(p)).sum())
+
+    want = [0.0, 0.0, 1.0, h(3), h(4)]
+    assert abs(want[3] - 0.918) < 1e-3 and abs(want[4] - 1.5) < 1e-3
+    np.testing.assert_allclose(f["user_namespace_entropy"][mine], want, rtol=1e-5, atol=1e-7)
+    assert f["user_namespace_entropy"][1] == 0.0
+
+
 def test_hash_features_count_other_users() -> None:
     h = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     events = [one_event(T0 + 60 * i, user=u, content_hash=h) for i, u in enumerate(["a", "b", "a", "c", "d"])]
@@ -398,7 +468,7 @@ def test_state_memory_is_bounded_and_evicted_users_start_afresh() -> None:
     assert state.nbytes == nbytes and np.count_nonzero(state.user_keys) == 4
     # five users cycling through four slots: each user is evicted before it comes back
     np.testing.assert_array_equal(x[:, af.C_LAST_HOUR], 0.0)
-    assert af.new_state().nbytes < 48 * 2**20 and af.new_state(8192).nbytes < 6 * 2**20
+    assert af.new_state().nbytes < 54 * 2**20 and af.new_state(8192).nbytes < 7 * 2**20
 
 
 def test_bad_input_is_refused() -> None:
@@ -440,7 +510,7 @@ except Exception as exc:
 from kernels import _cuda, anomaly_features as af
 with np.load(sys.argv[1]) as z:
     enc = af.EncodedEvents(*(z[name] for name in af.EncodedEvents._fields))
-np.save(sys.argv[2], _cuda.stateless_features(enc, np.zeros((enc.num_events, len(af.FEATURE_NAMES)), np.float32)))
+np.save(sys.argv[2], af.stateless_features(enc, backend="cuda"))  # the GPU kernel, then day_of_week on the CPU
 """
 
 

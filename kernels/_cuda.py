@@ -59,42 +59,45 @@ def _kernels() -> SimpleNamespace:
     from numba import cuda
 
     temporal = cuda.jit(device=True)(af._temporal_impl)
+    day_of_week = cuda.jit(device=True)(af._day_of_week_impl)
     perf = cuda.jit(device=True)(af._perf_impl)
     hash_stats = cuda.jit(device=True)(af._hash_stats_impl)
     zscore_step = cuda.jit(device=True)(st._zscore_step_impl)
     madev_step = cuda.jit(device=True)(st._madev_step_impl)
-    c_hour_sin, c_hour_cos, c_dow, c_log_size, c_ft_code = (
+    c_hour_sin, c_hour_cos, c_weekend, c_log_size, c_ft_code = (
         af.C_HOUR_SIN,
         af.C_HOUR_COS,
-        af.C_DOW,
+        af.C_WEEKEND,
         af.C_LOG_SIZE,
         af.C_FT_CODE,
     )
-    c_entropy, c_nonhex, c_max_run, c_len_ok = af.C_ENTROPY, af.C_NONHEX, af.C_MAX_RUN, af.C_LEN_OK
-    c_hash_ms, c_log_lat, c_conc, c_ms_per_mb = af.C_HASH_MS, af.C_LOG_LAT, af.C_CONC, af.C_MS_PER_MB
+    c_entropy, c_nonhex, c_max_run, c_well_formed = af.C_ENTROPY, af.C_NONHEX, af.C_MAX_RUN, af.C_WELL_FORMED
+    c_log_hash_ms, c_log_lat, c_conc, c_ms_per_mb = af.C_LOG_HASH_MS, af.C_LOG_LAT, af.C_CONC, af.C_MS_PER_MB
+    c_day_of_week = af.C_DAY_OF_WEEK
 
     @cuda.jit
     def stateless(t, size, ht, lat, conc, ft, hmat, clog2c, out):
         i = cuda.grid(1)
         if i < t.size:
-            hour_sin, hour_cos, dow = temporal(t[i])
-            log_size, hash_ms, log_lat, c, ms_per_mb = perf(
+            hour_sin, hour_cos, weekend = temporal(t[i])
+            log_size, log_hash_ms, log_lat, c, ms_per_mb = perf(
                 np.float64(size[i]), np.float64(ht[i]), np.float64(lat[i]), np.float64(conc[i])
             )
             entropy, nonhex, max_run, ok = hash_stats(hmat, i, clog2c)
             out[i, c_hour_sin] = hour_sin
             out[i, c_hour_cos] = hour_cos
-            out[i, c_dow] = dow
+            out[i, c_weekend] = weekend
             out[i, c_log_size] = log_size
             out[i, c_ft_code] = ft[i]
             out[i, c_entropy] = entropy
             out[i, c_nonhex] = nonhex
             out[i, c_max_run] = max_run
-            out[i, c_len_ok] = ok
-            out[i, c_hash_ms] = hash_ms
+            out[i, c_well_formed] = ok
+            out[i, c_log_hash_ms] = log_hash_ms
             out[i, c_log_lat] = log_lat
             out[i, c_conc] = c
             out[i, c_ms_per_mb] = ms_per_mb
+            out[i, c_day_of_week] = day_of_week(t[i])
 
     @cuda.jit
     def per_series(order, bounds, fresh, values, stats, madev, alpha, warmup, min_scale, out):

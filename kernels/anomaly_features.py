@@ -96,9 +96,8 @@ A state is not meant to be shared by concurrent streams; :func:`extract` holds i
 
 :func:`extract_reference` (in :mod:`kernels._features_reference`, importable from here) computes the same
 features with plain NumPy and Python loops (for the tests and benchmarks); :mod:`kernels._cuda` has a
-``numba.cuda`` variant of the stateless part, used by ``backend="auto"`` for large batches when a GPU is
-present (it writes every stateless column but ``day_of_week``, which :func:`stateless_features` then fills on
-the CPU).
+``numba.cuda`` variant of the stateless part (the same leaf functions compiled as device functions), used by
+``backend="auto"`` for large batches when a GPU is present.
 """
 
 from __future__ import annotations
@@ -214,7 +213,7 @@ STATELESS_FEATURES: Final[tuple[str, ...]] = (  # the columns the stateless kern
     *("hour_sin", "hour_cos", "weekend", "log_file_size", "file_type_code"),
     *("hash_hex_entropy", "hash_nonhex_fraction", "hash_max_run", "hash_well_formed"),
     *("log_hash_time_ms", "log_api_latency_ms", "concurrency", "hash_ms_per_mb"),
-    "day_of_week",  # kernels._cuda does not write it: stateless_features fills it on the CPU after the GPU
+    "day_of_week",
 )
 STATEFUL_FEATURES: Final[tuple[str, ...]] = tuple(n for n in FEATURE_NAMES if n not in STATELESS_FEATURES)
 MIN_MB: Final[float] = 0.1
@@ -228,9 +227,6 @@ C_HOUR_SIN, C_HOUR_COS, C_WEEKEND, C_LOG_SIZE, C_FT_CODE = (_C[n] for n in STATE
 C_ENTROPY, C_NONHEX, C_MAX_RUN, C_WELL_FORMED = (_C[n] for n in STATELESS_FEATURES[5:9])
 C_LOG_HASH_MS, C_LOG_LAT, C_CONC, C_MS_PER_MB = (_C[n] for n in STATELESS_FEATURES[9:13])
 C_DAY_OF_WEEK = _C["day_of_week"]
-# the names kernels._cuda writes through; C_DOW is the *weekend* column (its "dow" is _temporal's weekend flag),
-# the day_of_week column is C_DAY_OF_WEEK
-C_DOW, C_LEN_OK, C_HASH_MS = C_WEEKEND, C_WELL_FORMED, C_LOG_HASH_MS
 _STATEFUL_COLS: Final[tuple[int, ...]] = tuple(_C[n] for n in STATEFUL_FEATURES)
 C_HOUR_NOVELTY, C_FT_NOVELTY, C_SIZE_Z, C_LAT_Z, C_CONC_Z, C_DRIFT = _STATEFUL_COLS[:6]
 C_LAST_HOUR, C_MINUTE_EXCESS, C_NS_NOVELTY, C_HASH_USERS, C_SINCE_HASH = _STATEFUL_COLS[6:11]
@@ -350,12 +346,6 @@ def _stateless_impl(t, size, ht, lat, conc, ft, hmat, out):
         out[i, C_DAY_OF_WEEK] = _day_of_week(t[i])
 
 
-@njit(nogil=True)
-def _day_of_week_column(t, out):
-    for i in range(t.size):
-        out[i, C_DAY_OF_WEEK] = _day_of_week(t[i])
-
-
 _stateless_seq = njit(nogil=True)(_stateless_impl)
 _stateless_par = njit(nogil=True, parallel=True)(_stateless_impl)
 _PARALLEL_LOCK = threading.Lock()  # numba's workqueue threading layer must not run two parallel regions at once
@@ -383,7 +373,6 @@ def stateless_features(
         from . import _cuda
 
         _cuda.stateless_features(enc, out)
-        _day_of_week_column(enc.timestamp, out)  # the one stateless column the CUDA kernel leaves
         return out
     args = (enc.timestamp, enc.file_size, enc.hash_time_ms, enc.api_latency_ms, enc.concurrency, enc.file_type)
     if n >= PARALLEL_MIN_EVENTS:

@@ -149,9 +149,9 @@ def test_feature_names_are_grouped_and_documented() -> None:
     for name in af.FEATURE_NAMES:
         assert f"``{name}``" in (af.__doc__ or ""), name
     columns = {  # the column constants the kernels (and kernels._cuda) write through
-        "C_HOUR_SIN": "hour_sin", "C_HOUR_COS": "hour_cos", "C_DOW": "weekend", "C_LOG_SIZE": "log_file_size",
+        "C_HOUR_SIN": "hour_sin", "C_HOUR_COS": "hour_cos", "C_WEEKEND": "weekend", "C_LOG_SIZE": "log_file_size",
         "C_FT_CODE": "file_type_code", "C_ENTROPY": "hash_hex_entropy", "C_NONHEX": "hash_nonhex_fraction",
-        "C_MAX_RUN": "hash_max_run", "C_LEN_OK": "hash_well_formed", "C_HASH_MS": "log_hash_time_ms",
+        "C_MAX_RUN": "hash_max_run", "C_WELL_FORMED": "hash_well_formed", "C_LOG_HASH_MS": "log_hash_time_ms",
         "C_LOG_LAT": "log_api_latency_ms", "C_CONC": "concurrency", "C_MS_PER_MB": "hash_ms_per_mb",
         "C_HOUR_NOVELTY": "user_hour_novelty", "C_FT_NOVELTY": "user_file_type_novelty",
         "C_SIZE_Z": "size_type_zscore", "C_LAT_Z": "user_latency_residual_zscore", "C_CONC_Z": "concurrency_zscore",
@@ -510,7 +510,7 @@ except Exception as exc:
 from kernels import _cuda, anomaly_features as af
 with np.load(sys.argv[1]) as z:
     enc = af.EncodedEvents(*(z[name] for name in af.EncodedEvents._fields))
-np.save(sys.argv[2], af.stateless_features(enc, backend="cuda"))  # the GPU kernel, then day_of_week on the CPU
+np.save(sys.argv[2], af.stateless_features(enc, backend="cuda"))  # every stateless column on the GPU
 """
 
 

@@ -294,12 +294,8 @@ class DataPlane:
 
     async def _ensemble_step(self, step: EnsembleStepPlan, tensors: dict[str, Array], request: InferRequest,
                              deadline: float | None) -> dict[str, Array]:
-        sub_lv = self.registry.get(step.model, step.version)
-        specs = {t.name: t for t in sub_lv.inputs}
-        missing = [n for n, _ in step.inputs if n not in specs] + [n for n, _ in step.outputs
-                                                                  if n not in sub_lv.output_specs]
-        if missing:  # the step model was reloaded with other tensors since the ensemble was planned
-            raise Unavailable(f"ensemble step '{step.model}' no longer has tensors {missing}; reload the ensemble")
+        sub_lv = self.registry.get(step.model, step.version)  # the registry re-plans ensembles when a step reloads
+        specs = sub_lv.input_specs
         sub = InferRequest(
             model_name=step.model, model_version=step.version, id=request.id,
             inputs=[Tensor(name, specs[name].datatype, tensors[tensor]) for name, tensor in step.inputs],

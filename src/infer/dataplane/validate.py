@@ -14,7 +14,7 @@ __all__ = ["reserved_parameters", "validate_inputs", "validate_outputs"]
 
 def validate_inputs(lv: LoadedVersion, request: InferRequest) -> dict[str, npt.NDArray[np.generic]]:
     """The request's inputs by name, each checked for name, datatype, shape and batch size."""
-    specs = {t.name: t for t in lv.inputs}
+    specs = lv.input_specs
     model = f"model '{lv.name}'"
     out: dict[str, npt.NDArray[np.generic]] = {}
     batch: int | None = None
@@ -42,7 +42,8 @@ def validate_inputs(lv: LoadedVersion, request: InferRequest) -> dict[str, npt.N
                 raise InvalidArgument(f"input '{t.name}': batch size {n} differs from other inputs' {batch}")
             batch = n
         out[t.name] = t.data
-    required = [n for n, c in zip(specs, lv.config.input, strict=True) if not c.optional and n not in out]
+    required = [] if len(out) == len(specs) else [
+        n for n, c in zip(specs, lv.config.input, strict=True) if not c.optional and n not in out]
     if required:
         raise InvalidArgument(f"{model}: missing required input(s) {required}")
     return out

@@ -45,10 +45,12 @@ class LoadedVersion:
     stats: VersionStats = field(default_factory=VersionStats)
     warmup_s: float = 0.0  # best batch-1 time seen at warm-up (seeds the scheduler's latency curve)
     serial: int = field(default_factory=lambda: next(_SERIALS))  # unique per load, never reused
+    input_specs: dict[str, TensorSpec] = field(init=False)  # by name, for checking requests
     output_specs: dict[str, TensorSpec] = field(init=False)  # by name, for building responses
     output_names: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.input_specs = {t.name: t for t in self.inputs}
         self.output_specs = {t.name: t for t in self.outputs}
         self.output_names = [t.name for t in self.outputs]
 
@@ -247,10 +249,10 @@ class ModelRegistry:
                     fresh[v] = old[v]
             model.versions = fresh
             model.newest = fresh[max(fresh)]
+            self._replan_dependents(name)  # before any await: no request meets a plan that no longer fits
             for lv in old.values():
                 if fresh.get(lv.version) is not lv:
                     await self._retire(lv)
-        self._replan_dependents(name)
 
     async def unload(self, name: str) -> None:
         model = self._models.get(name)

@@ -34,7 +34,6 @@ import asyncio
 import itertools
 import json
 import os
-import platform
 import shutil
 import signal
 import struct
@@ -47,11 +46,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-# Run as a script, this folder comes first on sys.path and its kernels.py would shadow the top-level kernels package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
+from bench import machine  # noqa: E402  (this folder is first on sys.path when run as a script)
 
 from infer._proto import grpc_service_pb2 as pb  # noqa: E402
 from infer._proto import grpc_service_pb2_grpc as pb_grpc  # noqa: E402
@@ -487,15 +485,6 @@ def in_process_stage_table(rows: dict[int, list[dict[str, float]]]) -> str:
                    + " |")
     out.append("| all six | " + " | ".join(_two([sum(r.values()) for r in rows[c]], ".0f") for c in chunks) + " |")
     return "\n".join(out)
-
-
-def machine() -> str:
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} cores {cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
 # ---- main ---------------------------------------------------------------------------------------------------

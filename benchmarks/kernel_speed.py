@@ -1,6 +1,6 @@
 """Speed of the numba feature and streaming kernels against their plain NumPy/Python references.
 
-    python benchmarks/kernels.py [--events 1000000] [--ref-events 100000] [--repeat 3] [--seed 0]
+    python benchmarks/kernel_speed.py [--events 1000000] [--ref-events 100000] [--repeat 3] [--seed 0]
 
 Generates ``--events`` random upload events in the raw schema of ``kernels.anomaly_features`` (its own simple
 generator: 5,000 users, 200 namespaces, mostly valid SHA-256 hex hashes), then times each stage after one
@@ -21,21 +21,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numba
 import numpy as np
 
-# this file is called kernels.py too: import the package from the repository root, not this script
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-from kernels import anomaly_features as af  # noqa: E402
-from kernels import streaming as st  # noqa: E402
+from kernels import anomaly_features as af
+from kernels import streaming as st
 
 
 def make_events(n: int, seed: int) -> dict[str, Any]:

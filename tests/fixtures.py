@@ -404,3 +404,27 @@ def write_ensemble(repo: Path, name: str, config: str) -> Path:
     (repo / name / "1").mkdir(parents=True, exist_ok=True)
     (repo / name / "config.pbtxt").write_text(config)
     return repo / name
+
+
+_SIMULATOR_PREAMBLE = """
+import sys
+try:
+    from numba import cuda
+    assert cuda.is_available()
+except Exception as exc:
+    print("SKIP", exc)
+    sys.exit(3)
+"""
+
+
+def run_cuda_simulated(script: str, *args: str) -> None:
+    """Run ``script`` under numba's CUDA simulator (chosen before numba is imported, so in a new process);
+    skip the calling test when the simulator cannot start."""
+    import pytest
+
+    env = os.environ | {"NUMBA_ENABLE_CUDASIM": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", _SIMULATOR_PREAMBLE + script, *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode == 3:
+        pytest.skip(f"CUDA simulator unavailable: {proc.stdout.strip()}")
+    assert proc.returncode == 0, proc.stderr[-3000:]

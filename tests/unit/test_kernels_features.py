@@ -8,18 +8,17 @@ import importlib
 import itertools
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from fixtures import run_cuda_simulated
 
 from kernels import _cuda, streaming
 from kernels import anomaly_features as af
 
-ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC, a Tuesday
 HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
@@ -501,12 +500,6 @@ def test_all_names_exist(module: str) -> None:
 _SIMULATED = """
 import sys
 import numpy as np
-try:
-    from numba import cuda
-    assert cuda.is_available()
-except Exception as exc:
-    print("SKIP", exc)
-    sys.exit(3)
 from kernels import _cuda, anomaly_features as af
 with np.load(sys.argv[1]) as z:
     enc = af.EncodedEvents(*(z[name] for name in af.EncodedEvents._fields))
@@ -514,21 +507,10 @@ np.save(sys.argv[2], af.stateless_features(enc, backend="cuda"))  # every statel
 """
 
 
-def run_simulated(script: str, *args: str) -> None:
-    """Run ``script`` under numba's CUDA simulator (which must be chosen before numba is imported)."""
-    env = os.environ | {"NUMBA_ENABLE_CUDASIM": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", script, *args], env=env, capture_output=True, text=True, timeout=120
-    )
-    if proc.returncode == 3:
-        pytest.skip(f"CUDA simulator unavailable: {proc.stdout.strip()}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 def test_cuda_stateless_kernel_matches_cpu_in_the_simulator(tmp_path: Path) -> None:
     enc = af.encode_events(random_events(300, seed=9))
     np.savez(tmp_path / "enc.npz", **enc._asdict())
-    run_simulated(_SIMULATED, str(tmp_path / "enc.npz"), str(tmp_path / "out.npy"))
+    run_cuda_simulated(_SIMULATED, str(tmp_path / "enc.npz"), str(tmp_path / "out.npy"))
     np.testing.assert_allclose(
         np.load(tmp_path / "out.npy"), af.stateless_features(enc, backend="cpu"), rtol=1e-6, atol=1e-6
     )

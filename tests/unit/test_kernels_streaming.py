@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import run_cuda_simulated
 from numpy.typing import NDArray
 
 from kernels import _cuda
 from kernels import streaming as st
 
-ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -161,12 +158,6 @@ def test_find_slot_is_set_associative_with_lru_eviction() -> None:
 _SIMULATED = """
 import sys
 import numpy as np
-try:
-    from numba import cuda
-    assert cuda.is_available()
-except Exception as exc:
-    print("SKIP", exc)
-    sys.exit(3)
 from kernels import _cuda
 from kernels import streaming as st
 with np.load(sys.argv[1]) as z:
@@ -185,17 +176,7 @@ def test_cuda_detectors_match_cpu_in_the_simulator(tmp_path: Path) -> None:
     series, values = random_stream(400, seed=6, n_series=20)
     ids = hashed_ids(series)
     np.savez(tmp_path / "in.npz", ids=ids, values=values)
-    env = os.environ | {"NUMBA_ENABLE_CUDASIM": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", _SIMULATED, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if proc.returncode == 3:
-        pytest.skip(f"CUDA simulator unavailable: {proc.stdout.strip()}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_cuda_simulated(_SIMULATED, str(tmp_path / "in.npz"), str(tmp_path / "out.npz"))
     with np.load(tmp_path / "out.npz") as got:
         for kind in st.KINDS:
             state = st.new_series_state(kind, 16, warmup=3)

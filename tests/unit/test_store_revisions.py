@@ -48,7 +48,7 @@ async def test_sync_brings_changes_made_by_another_process(tmp_path: Path) -> No
         assert await b.sync() == 0  # nothing new
         await a.delete_deployment("rollout", actor="alice")
         assert await b.sync() == 1 and b.router.get("rollout") is None and "rollout" not in b.revisions
-        await asyncio.gather(a.sync(), b.sync())
+        assert await asyncio.gather(a.sync(), b.sync()) == [0, 0]  # both up to date: nothing to apply
     finally:
         a.close()
         b.close()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -39,8 +38,9 @@ from sklearn.metrics import precision_recall_curve
 
 from infer.tasks.anomaly import detectors as det
 from infer.tasks.anomaly import events as ev
+from infer.tasks.anomaly.build import _write_atomic
 
-__all__ = ["BuildConfig", "Progress", "build_pipeline", "ensemble_config"]
+__all__ = ["BuildConfig", "Progress", "best_f1_threshold", "build_pipeline", "ensemble_config"]
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ def _has_torch() -> bool:
     return True
 
 
-def _best_f1_threshold(y: NDArray[np.bool_], score: NDArray[np.floating]) -> float:
+def best_f1_threshold(y: NDArray[np.bool_], score: NDArray[np.floating]) -> float:
+    """The score threshold with the best F1 on labels ``y`` (also how single detectors are thresholded)."""
     precision, recall, thresholds = precision_recall_curve(y, score)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return float(thresholds[int(np.argmax(f1[:-1]))])
@@ -121,7 +122,7 @@ def _fit_combiner(x: NDArray[np.float64], y: NDArray[np.bool_]) -> tuple[NDArray
             f1 = 0.0
             for fit, judge in folds:
                 lr = LogisticRegression(C=c, class_weight=cw, max_iter=3000).fit(x[fit], y[fit])
-                thr = _best_f1_threshold(y[fit], lr.decision_function(x[fit]))
+                thr = best_f1_threshold(y[fit], lr.decision_function(x[fit]))
                 f1 += _f1_at(y[judge], lr.decision_function(x[judge]), thr) / len(folds)
             if f1 > best[0]:
                 best = (f1, {"C": c, "class_weight": cw, "cross_f1": round(f1, 4)})
@@ -139,9 +140,7 @@ def _robust_scale(x: F32) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
 
 def _write(path: Path, data: bytes | str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data if isinstance(data, bytes) else data.encode())
-    os.replace(tmp, path)
+    _write_atomic(path, data if isinstance(data, bytes) else data.encode())
 
 
 def _onnx_model(repo: Path, name: str, model: onnx.ModelProto, mbs: int) -> None:
@@ -244,7 +243,7 @@ def build_pipeline(
     contribs = {k: sc.contributions(x, centre, scale) for k, x in (("train", x_tr), ("val", x_va))}
     weights, bias, chosen = _fit_combiner(sc.combiner_inputs(probs["val"], contribs["val"]), y_va)
     score_va = sc.combine(probs["val"], weights, bias, contribs["val"])
-    decision = _best_f1_threshold(y_va, score_va)
+    decision = best_f1_threshold(y_va, score_va)
     lg = sc.logit(score_va)
     above = lg[lg >= sc.logit(np.array([decision]))[0]]
     thresholds = [float(sc.logit(np.array([decision]))[0]),

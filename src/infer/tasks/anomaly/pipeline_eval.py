@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import onnx
 from numpy.typing import NDArray
-from sklearn.metrics import average_precision_score, precision_recall_curve
+from sklearn.metrics import average_precision_score
 
 from infer.tasks.anomaly import detectors as det
 from infer.tasks.anomaly import events as ev
+from infer.tasks.anomaly.pipeline import best_f1_threshold
 
 __all__ = ["evaluate_pipeline", "markdown", "model_card", "run_programs"]
 
@@ -64,12 +65,6 @@ def _prf(y: NDArray[np.bool_], flag: NDArray[np.bool_], score: NDArray[Any]) -> 
             "pr_auc": round(pr_auc, 4)}
 
 
-def _best_threshold(y: NDArray[np.bool_], score: NDArray[Any]) -> float:
-    p, r, t = precision_recall_curve(y, score)
-    f1 = 2 * p * r / np.maximum(p + r, 1e-12)
-    return float(t[int(np.argmax(f1[:-1]))])
-
-
 def evaluate_pipeline(
     repo: Path, name: str, split: ev.Split, columns: list[str], val_probs: NDArray[Any],
     ae_fp32: onnx.ModelProto | None,
@@ -82,7 +77,7 @@ def evaluate_pipeline(
     y_va = split.validation.is_anomaly
     for j, col in enumerate(columns):
         p = out["detector_probs"][:, j]
-        flags[col] = (p >= _best_threshold(y_va, val_probs[:, j]), p)
+        flags[col] = (p >= best_f1_threshold(y_va, val_probs[:, j]), p)
     overall = {who: _prf(y, f, s) for who, (f, s) in flags.items()}
     per_kind: dict[str, dict[str, dict[str, float]]] = {}
     for k, kname in enumerate(ev.KINDS, start=1):

@@ -242,6 +242,21 @@ async def test_different_non_batch_dims_are_never_batched_together(make: MakeRig
     assert sorted(t for c in later for t in tags_of(c)) == list(range(1, len(shapes) + 1))
 
 
+async def test_requests_batch_only_with_those_of_the_same_runtime_batch_key(make: MakeRig) -> None:
+    # a runtime may name values that must agree within a batch (the forecast program's horizon)
+    r = make(max_batch_size=16)
+    r.rt.batch_key = lambda inputs: int(inputs["x"][0, 0]) % 2  # type: ignore[method-assign]
+    first = r.put(100)
+    await r.entered(1)
+    futs = [r.put(t) for t in range(1, 7)]
+    r.gate.set()
+    outs = await asyncio.gather(first, *futs)
+    for t, out in zip(range(1, 7), outs[1:], strict=True):
+        np.testing.assert_array_equal(out["y"], r.x(t) * 2)
+    groups = sorted(tags_of(c) for c in r.rt.calls[1:])
+    assert groups == [[1, 3, 5], [2, 4, 6]]
+
+
 async def test_priority_levels_order_execution(make: MakeRig) -> None:
     r = make(max_batch_size=1, priority_levels=3)  # default level 3; one request per batch
     first = r.put(100, priority=1)

@@ -9,7 +9,7 @@ the GIL while computing.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -73,6 +73,11 @@ class Runtime(abc.ABC):
         Raise InvalidArgument for values this runtime cannot take, so one bad request never
         fails the batch it would have joined.
         """
+
+    def batch_key(self, inputs: Mapping[str, Array]) -> Hashable:
+        """Values that must agree among the requests of one batch (beside the inputs' shapes), e.g. a horizon
+        that fixes the outputs' width; ``None`` (the default) when shapes alone decide."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model's resources."""

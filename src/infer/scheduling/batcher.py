@@ -204,6 +204,9 @@ class BatchScheduler:
             first = next(iter(inputs.values()), None)
             samples = int(first.shape[0]) if first is not None and first.ndim else 1
             key: tuple[Any, ...] = tuple((n, a.shape[1:]) for n, a in inputs.items())
+            extra = self._runtime.batch_key(inputs)
+            if extra is not None:
+                key += (extra,)
         else:
             samples, key = 1, ()
         loop = self._loop or self._bind_loop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -262,19 +263,43 @@ def _registry_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def _cmd_models_build(a: argparse.Namespace) -> int:
-    from infer.tasks.anomaly.pipeline import BuildConfig, build_pipeline, clean_repository_model
-    from infer.tasks.anomaly.pipeline_eval import markdown, model_card
     from infer.tasks.default_repository import default_repository_path
 
     repo = a.path or default_repository_path()
-    cfg = BuildConfig(n_train=a.events, n_validation=a.events // 2, n_test=a.events // 2, n_users=a.users,
-                      seed=a.seed)
-    clean_repository_model(repo, a.name)
-    summary = build_pipeline(repo, a.name, cfg)
-    (repo / a.name / "MODEL_CARD.md").write_text(model_card(summary))
-    print(markdown(summary))
-    print(f"wrote {a.name} and its stage models into {repo} (model card: {repo / a.name / 'MODEL_CARD.md'})")
+    name = a.name or a.family
+    if a.family == "forecast":
+        card, table = _build_forecast(repo, name, a)
+    else:
+        from infer.tasks.anomaly.pipeline import BuildConfig, build_pipeline, clean_repository_model
+        from infer.tasks.anomaly.pipeline_eval import markdown, model_card
+
+        cfg = BuildConfig(n_train=a.events, n_validation=a.events // 2, n_test=a.events // 2, n_users=a.users,
+                          seed=a.seed)
+        clean_repository_model(repo, name)
+        summary = build_pipeline(repo, name, cfg)
+        card, table = model_card(summary), markdown(summary)
+    (repo / name / "MODEL_CARD.md").write_text(card)
+    if a.card:
+        a.card.write_text(card)
+    print(table)
+    print(f"wrote {name} and its stage models into {repo} (model card: {repo / name / 'MODEL_CARD.md'})")
     return 0
+
+
+def _build_forecast(repo: Path, name: str, a: argparse.Namespace) -> tuple[str, str]:
+    from infer.tasks.forecast.build import BuildConfig, build_forecast, clean_repository_model
+    from infer.tasks.forecast.data import default_data_dir
+    from infer.tasks.forecast.evaluate import markdown, model_card
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    data = None if a.no_data else (a.data or default_data_dir())
+    cfg = BuildConfig(data_dir=data, seed=a.seed, peer=not a.no_peer)
+    if a.small:
+        cfg = cfg.scaled_down()
+    clean_repository_model(repo, name)
+    summary = build_forecast(repo, name, cfg)
+    (repo / name / "metrics.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    return model_card(summary), markdown(summary)
 
 
 def _cmd_build(a: argparse.Namespace) -> int:
@@ -311,12 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--token", default=os.environ.get("INFER_TOKEN", ""), help="bearer token (or $INFER_TOKEN)")
     ml.set_defaults(fn=_cmd_models)
     mb = msub.add_parser("build", help="Train, evaluate and write a model family into a repository.")
-    mb.add_argument("family", choices=["anomaly"])
+    mb.add_argument("family", choices=["anomaly", "forecast"])
     mb.add_argument("--path", type=Path, help="repository (default: the embedded default repository's place)")
-    mb.add_argument("--name", default="anomaly", help="model name (stage models get it as a prefix)")
-    mb.add_argument("--events", type=int, default=60_000, help="training events (validation and test: half each)")
-    mb.add_argument("--users", type=int, default=50)
+    mb.add_argument("--name", help="model name (default: the family; stage and per-kind models get it as a prefix)")
+    mb.add_argument("--card", type=Path, help="also write the model card here")
     mb.add_argument("--seed", type=int, default=0)
+    mb.add_argument("--events", type=int, default=60_000, help="anomaly: training events (validation, test: half)")
+    mb.add_argument("--users", type=int, default=50, help="anomaly: users in the generated streams")
+    mb.add_argument("--data", type=Path, help="forecast: the M4/ETT directory (default: ../shared/data/forecast)")
+    mb.add_argument("--no-data", action="store_true", help="forecast: package and generated series only")
+    mb.add_argument("--small", action="store_true", help="forecast: a few series, fewer trees and epochs")
+    mb.add_argument("--no-peer", action="store_true", help="forecast: skip statsforecast's AutoETS/AutoARIMA")
     mb.set_defaults(fn=_cmd_models_build)
     add_history_parser(msub, _common)
     _registry_parser(sub)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from fixtures import ServerProcess
+from wire import decode
 
 from infer._proto import grpc_service_pb2 as pb
 from infer._proto import grpc_service_pb2_grpc as pb_grpc
@@ -36,23 +37,6 @@ def _request(events: dict[str, Any], a: int, b: int) -> pb.ModelInferRequest:
             getattr(t.contents, {"FP64": "fp64_contents", "FP32": "fp32_contents", "INT64": "int64_contents",
                                  "INT32": "int_contents"}[dt.value]).extend(np.asarray(values).tolist())
     return req
-
-
-def _decode(resp: pb.ModelInferResponse) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for o, raw in zip(resp.outputs, resp.raw_output_contents, strict=True):
-        shape = list(o.shape)
-        if o.datatype == "BYTES":
-            items, i = [], 0
-            while i < len(raw):
-                n = int.from_bytes(raw[i:i + 4], "little")
-                items.append(raw[i + 4:i + 4 + n])
-                i += 4 + n
-            out[o.name] = np.array(items, dtype=object).reshape(shape)
-        else:
-            dtype = {"FP32": np.float32, "BOOL": np.bool_}[o.datatype]
-            out[o.name] = np.frombuffer(raw, dtype).reshape(shape)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +73,8 @@ async def test_raw_events_in_verdicts_out_as_computed_in_process(served: Served)
     md = await stub.ModelMetadata(pb.ModelMetadataRequest(name="anomaly"))
     assert md.platform == "ensemble" and [i.name for i in md.inputs] == [n for n, _ in RAW_FIELDS]
     await _reset(stub)
-    got = _decode(await stub.ModelInfer(_request(stream.events, 0, 64)))
-    got2 = _decode(await stub.ModelInfer(_request(stream.events, 64, N)))
+    got = decode(await stub.ModelInfer(_request(stream.events, 0, 64)))
+    got2 = decode(await stub.ModelInfer(_request(stream.events, 64, N)))
     served_out = {k: np.concatenate([got[k], got2[k]]) for k in got}
     expected = run_programs(repo, "anomaly", stream.events, chunk=64)
     np.testing.assert_allclose(served_out["score"], expected["score"], rtol=1e-5, atol=1e-6)
@@ -108,9 +92,9 @@ async def test_raw_events_in_verdicts_out_as_computed_in_process(served: Served)
 async def test_batched_and_one_by_one_agree(served: Served) -> None:
     _, stub, _, stream = served
     await _reset(stub)
-    batched = _decode(await stub.ModelInfer(_request(stream.events, 0, 32)))
+    batched = decode(await stub.ModelInfer(_request(stream.events, 0, 32)))
     await _reset(stub)
-    singles = [_decode(await stub.ModelInfer(_request(stream.events, i, i + 1))) for i in range(32)]
+    singles = [decode(await stub.ModelInfer(_request(stream.events, i, i + 1))) for i in range(32)]
     for key in ("score", "detector_probs"):
         np.testing.assert_allclose(np.concatenate([s[key] for s in singles]), batched[key], rtol=1e-5, atol=1e-6)
     for key in ("severity", "anomaly_type", "top_features", "is_anomalous"):
@@ -158,7 +142,7 @@ async def test_rolling_state_survives_a_restart_with_state_dir(built: tuple[Path
         try:
             async with grpc.aio.insecure_channel(srv.address) as ch:
                 stub = pb_grpc.GRPCInferenceServiceStub(ch)
-                halves.append(_decode(await stub.ModelInfer(_request(stream.events, a, b))))
+                halves.append(decode(await stub.ModelInfer(_request(stream.events, a, b))))
         finally:
             assert srv.stop() == 0, srv.output()
     assert (tmp_path / "state" / "anomaly_features" / "1" / "state.npz").is_file()

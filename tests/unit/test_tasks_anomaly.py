@@ -149,7 +149,7 @@ def test_ensure_default_repository(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         build_model(repo, name="anomaly", n_train=1000)
         return ["anomaly"]
 
-    monkeypatch.setitem(default_repository.DEFAULT_BUILDERS, "anomaly", small_anomaly)
+    monkeypatch.setattr(default_repository, "DEFAULT_BUILDERS", {"anomaly": small_anomaly})  # only this family
     monkeypatch.setenv("INFER_HOME", str(tmp_path))
     target = tmp_path / "model_repository"
 
@@ -169,7 +169,7 @@ def test_failed_build_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         (repo / "anomaly").mkdir()
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(default_repository.DEFAULT_BUILDERS, "anomaly", broken)
+    monkeypatch.setattr(default_repository, "DEFAULT_BUILDERS", {"anomaly": broken})  # only this family
     monkeypatch.setenv("INFER_HOME", str(tmp_path))
     with pytest.raises(RuntimeError, match="boom"):
         default_repository.ensure_default_repository()
@@ -181,7 +181,7 @@ def test_build_default_repository_lists_models(monkeypatch: pytest.MonkeyPatch, 
         build_model(repo, name="anomaly", n_train=1000)
         return ["anomaly"]
 
-    monkeypatch.setitem(default_repository.DEFAULT_BUILDERS, "anomaly", small_anomaly)
+    monkeypatch.setattr(default_repository, "DEFAULT_BUILDERS", {"anomaly": small_anomaly})  # only this family
     names = default_repository.build_default_repository(tmp_path / "repo")
     assert names == ["anomaly"]
     assert (tmp_path / "repo" / "anomaly" / "config.pbtxt").is_file()

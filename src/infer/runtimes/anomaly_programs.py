@@ -23,6 +23,7 @@ from scipy.special import erf
 from infer.core.types import DataType, TensorSpec
 from infer.errors import InvalidArgument
 from infer.runtimes.base import Array
+from infer.runtimes.kernel import inside_version as _inside
 
 __all__ = ["RAW_FIELDS", "anomaly_features", "anomaly_scorer", "anomaly_streaming"]
 
@@ -35,14 +36,6 @@ RAW_FIELDS: tuple[tuple[str, DataType], ...] = (
 
 
 MAX_CAPACITY = 1 << 22  # rolling-state slots a model file may ask for
-
-
-def _inside(directory: Path, name: object) -> Path:
-    """A file named by the model's parameters: relative, and inside the version directory."""
-    path = (directory / str(name)).resolve()
-    if Path(str(name)).is_absolute() or not path.is_relative_to(directory.resolve()):
-        raise ValueError(f"file {name!r} must be inside the version directory")
-    return path
 
 
 def _capacity(params: dict[str, Any]) -> int:

@@ -22,7 +22,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,7 +31,7 @@ from infer.core.types import TensorSpec
 from infer.errors import InferError, ModelConfigError, ModelExecutionError
 from infer.runtimes.base import Array, Runtime, RuntimeOptions, Signature
 
-__all__ = ["PROGRAMS", "KernelRuntime", "Program", "StatefulProgram", "register_program"]
+__all__ = ["PROGRAMS", "KernelRuntime", "Program", "StatefulProgram", "inside_version", "register_program"]
 
 log = logging.getLogger(__name__)
 _SAVED = "SAVED"  # marks a complete state directory
@@ -72,6 +72,23 @@ def _anomaly(name: str) -> Callable[[], ProgramFactory]:
 
 for _name in ("anomaly_features", "anomaly_streaming", "anomaly_scorer"):
     register_program(_name, _anomaly(_name))
+
+
+def _forecast() -> ProgramFactory:
+    from infer.runtimes.forecast_program import forecast
+
+    return forecast
+
+
+register_program("forecast", _forecast)
+
+
+def inside_version(directory: Path, name: object) -> Path:
+    """A file named by a program's parameters: relative, and inside the version directory."""
+    path = (directory / str(name)).resolve()
+    if Path(str(name)).is_absolute() or not path.is_relative_to(directory.resolve()):
+        raise ValueError(f"file {name!r} must be inside the version directory")
+    return path
 
 
 class KernelRuntime(Runtime):
@@ -120,6 +137,10 @@ class KernelRuntime(Runtime):
         check = getattr(self._program, "prepare", None)
         if check is not None:
             check(inputs)
+
+    def batch_key(self, inputs: Mapping[str, Array]) -> Hashable:
+        key = getattr(self._program, "batch_key", None)
+        return None if key is None else key(inputs)
 
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         with self._lock:  # stateful programs see one batch at a time, in order

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 # Bump when a builder's output changes, so that existing default repositories are rebuilt.
-REPOSITORY_VERSION: Final = 4
+REPOSITORY_VERSION: Final = 5
 MARKER: Final = ".infer-default-repository.json"
 
 
@@ -37,8 +37,18 @@ def _anomaly(repo: Path) -> list[str]:
     return sorted(p.name for p in repo.iterdir() if p.is_dir() and p.name.startswith("anomaly"))
 
 
+def _forecast(repo: Path) -> list[str]:
+    """``forecast`` (the backtest selector) and ``forecast_<kind>``, trained on package and generated series
+    (never on files outside the package: a user's machine has none); candidates whose build dependency is
+    missing are left out (see :mod:`infer.tasks.forecast.build`)."""
+    from infer.tasks.forecast.build import BuildConfig, build_forecast
+
+    build_forecast(repo, "forecast", BuildConfig(data_dir=None, peer=False).scaled_down())
+    return sorted(p.name for p in repo.iterdir() if p.is_dir() and p.name.startswith("forecast"))
+
+
 # family -> function writing its models into the repository and returning their names
-DEFAULT_BUILDERS: dict[str, Callable[[Path], list[str]]] = {"anomaly": _anomaly}
+DEFAULT_BUILDERS: dict[str, Callable[[Path], list[str]]] = {"anomaly": _anomaly, "forecast": _forecast}
 
 
 def build_default_repository(path: Path) -> list[str]:

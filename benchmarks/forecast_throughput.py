@@ -1,0 +1,165 @@
+"""Forecasting throughput: series per second through the served ``forecast`` model (every candidate, the
+backtests and the selector) and ``forecast_snaive`` (the cheapest candidate, backtests included), against the
+same program run in process on the same batches.
+
+Builds a small repository (package and generated series; or reuses ``--repo``), starts ``infer serve`` on free
+loopback ports and measures each point for ``--duration`` seconds after ``--warmup`` seconds, ``--repeat``
+times (rounds interleaved):
+
+* served: S series a request (S = 1, 16, 64) at concurrency 1 and 8;
+* in process: :class:`infer.runtimes.forecast_program.ForecastProgram` on batches of S (no server, no scheduler).
+
+Each series is two weeks of hourly history (336 values), forecast 24 steps ahead with 80% and 95% intervals,
+season 24. Requests are serialised before a point starts, so no client-side encoding is timed.
+
+    .venv/bin/python benchmarks/forecast_throughput.py
+    .venv/bin/python benchmarks/forecast_throughput.py --repo /tmp/frepo --duration 5 --repeat 2
+
+Writes ``results.json`` and ``results.md`` into ``--out``; prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+from anomaly_pipeline import Server, closed_loop  # noqa: E402  (this folder is first on sys.path)
+from bench import machine  # noqa: E402
+
+from infer._proto import grpc_service_pb2 as pb  # noqa: E402
+
+MODELS = ("forecast", "forecast_snaive")
+SIZES = (1, 16, 64)
+CONCURRENCY = (1, 8)
+HISTORY, HORIZON = 336, 24
+
+
+def histories(count: int, seed: int) -> np.ndarray:
+    from infer.tasks.forecast.data import synthetic_ops
+
+    return np.stack([s.values[-HISTORY:] for s in synthetic_ops(count, seed=seed)]).astype(np.float32)
+
+
+def inputs(hist: np.ndarray) -> dict[str, np.ndarray]:
+    n = hist.shape[0]
+    return {"history": hist, "horizon": np.full((n, 1), HORIZON, np.int32),
+            "levels": np.tile(np.float32([80, 95]), (n, 1)), "season": np.full((n, 1), 24, np.int32)}
+
+
+def payloads(model: str, hist: np.ndarray, size: int) -> list[bytes]:
+    out = []
+    for a in range(0, hist.shape[0] - size + 1, size):
+        req = pb.ModelInferRequest(model_name=model)
+        for name, arr in inputs(hist[a:a + size]).items():
+            req.inputs.add(name=name, datatype="FP32" if arr.dtype == np.float32 else "INT32", shape=list(arr.shape))
+            req.raw_input_contents.append(arr.tobytes())
+        out.append(req.SerializeToString())
+    return out
+
+
+async def served_point(address: str, model: str, hist: np.ndarray, size: int, conc: int,
+                       args: argparse.Namespace) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(address) as ch:
+        call = ch.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=None,
+                              response_deserializer=None)
+        reqs = payloads(model, hist, size)
+        _, _, nxt = await closed_loop(call, reqs, 0, conc, args.warmup)
+        t0 = time.perf_counter()
+        lat, errors, _ = await closed_loop(call, reqs, nxt, conc, args.duration)
+        took = time.perf_counter() - t0
+    p50, p99 = (float(q) * 1e3 for q in np.percentile(lat, [50, 99])) if lat else (float("nan"),) * 2
+    return {"kind": "served", "model": model, "size": size, "concurrency": conc, "series_per_s": len(lat) * size / took,
+            "p50_ms": p50, "p99_ms": p99, "errors": dict(errors)}
+
+
+def in_process_point(repo: Path, model: str, hist: np.ndarray, size: int, seconds: float) -> dict[str, Any]:
+    from infer.runtimes.forecast_program import ForecastProgram
+
+    program = ForecastProgram(repo / model / "1", {"spec": "forecast.json"})
+    names = [s.name for s in program.outputs]
+    batches = [inputs(hist[a:a + size]) for a in range(0, hist.shape[0] - size + 1, size)]
+    program.run(batches[0], names)  # first-call costs (ONNX sessions) out of the window
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        program.run(batches[done % len(batches)], names)
+        done += 1
+    return {"kind": "in process", "model": model, "size": size, "concurrency": 1,
+            "series_per_s": done * size / (time.perf_counter() - t0), "p50_ms": float("nan"), "p99_ms": float("nan"),
+            "errors": {}}
+
+
+def build(repo: Path) -> None:
+    from infer.tasks.forecast.build import BuildConfig, build_forecast
+
+    build_forecast(repo, "forecast", BuildConfig(data_dir=None, peer=False).scaled_down())
+
+
+def markdown(points: list[dict[str, Any]]) -> str:
+    lines = ["| model | path | series/request | c | series/s (each run) | p50 ms | p99 ms | served / in process |",
+             "|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(p["model"], p["kind"], p["size"], p["concurrency"]) for p in points},
+                  key=lambda k: (k[0], k[1] != "served", k[2], k[3]))
+    for key in keys:
+        ps = [p for p in points if (p["model"], p["kind"], p["size"], p["concurrency"]) == key]
+        base = [p["series_per_s"] for p in points
+                if (p["model"], p["kind"], p["size"]) == (key[0], "in process", key[2])]
+        mean = float(np.mean([p["series_per_s"] for p in ps]))
+        ratio = f"{mean / float(np.mean(base)):.2f}" if base and key[1] == "served" else ""
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | "
+                     + " / ".join(f"{p['series_per_s']:,.0f}" for p in ps)
+                     + f" | {np.mean([p['p50_ms'] for p in ps]):.2f} | {np.mean([p['p99_ms'] for p in ps]):.2f}"
+                     + f" | {ratio} |")
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
+    repo = args.repo or args.out / "repo"
+    if not (repo / "forecast" / "config.pbtxt").is_file():
+        build(repo)
+    hist = histories(256, seed=11)
+    server = Server(repo, args.out)
+    points: list[dict[str, Any]] = []
+    try:
+        server.wait_ready()
+        for rnd in range(args.repeat):
+            for model in MODELS:
+                for size in SIZES:
+                    points.append(in_process_point(repo, model, hist, size, args.duration))
+                    for conc in CONCURRENCY:
+                        p = await served_point(server.address, model, hist, size, conc, args)
+                        points.append(p)
+                        print(f"round {rnd + 1} {model} S={size} c={conc}: {p['series_per_s']:,.0f} series/s",
+                              file=sys.stderr)
+    finally:
+        assert server.stop() == 0
+    return points
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/forecast-bench"))
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    points = asyncio.run(main_async(args))
+    md = markdown(points)
+    meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    (args.out / "results.json").write_text(json.dumps({**meta, "points": points}, indent=1))
+    (args.out / "results.md").write_text(f"{meta['machine']}, {meta['date']}\n\n{md}\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Forecasting family: data, training, export, evaluation and model card."""

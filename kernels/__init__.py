@@ -7,6 +7,10 @@ Modules (imported on demand, so ``import kernels`` stays cheap):
                               so training and serving compute the same features.
 ``kernels.streaming``         streaming per-series detectors (EW z-score, moving-average deviation) with
                               state arrays indexed by series slot.
+``kernels.forecast``          forecasting: seasonal naive, linear trend, ARIMA recursion, normalised windows
+                              and gradient-boosting features, backtest errors.
+``kernels.image``             image tensors (HWC uint8 -> NCHW float32) and quality measures (sharpness,
+                              exposure, noise).
 ``kernels._cuda``             ``numba.cuda`` variants, built on first use; ``numba.cuda`` is only imported
                               when a GPU backend is asked for or ``backend="auto"`` meets a large batch on a
                               machine with a CUDA driver.
@@ -18,4 +22,4 @@ model load), not cached on disk: numba's cache only notices edits to the file th
 to the kernels it calls from another module, and a wheel's site-packages may be read-only.
 """
 
-__all__ = ["anomaly_features", "streaming"]
+__all__ = ["anomaly_features", "forecast", "image", "streaming"]

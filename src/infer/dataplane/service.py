@@ -243,7 +243,10 @@ class DataPlane:
             if lv.runtime.composite:
                 fut = None
             else:
-                lv.runtime.prepare(inputs)
+                if lv.runtime.prepare_in_thread:  # e.g. image decoding: not on the event loop
+                    await asyncio.get_running_loop().run_in_executor(None, lv.runtime.prepare, inputs)
+                else:
+                    lv.runtime.prepare(inputs)
                 sched = self.dispatcher.scheduler(lv)
                 fut = sched.enqueue(inputs, priority=priority, timeout_us=timeout_us, deadline=request.deadline)
         except InferError as e:

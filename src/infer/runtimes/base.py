@@ -53,6 +53,8 @@ class Runtime(abc.ABC):
     #: True for runtimes made of other models (ensembles): no model file, no warm-up, no scheduler of their own;
     #: the data plane runs them step by step.
     composite: ClassVar[bool] = False
+    #: True when :meth:`prepare` does heavy work (decoding images): the data plane runs it in a worker thread.
+    prepare_in_thread: bool = False
 
     @classmethod
     @abc.abstractmethod
@@ -68,7 +70,8 @@ class Runtime(abc.ABC):
         """Compute ``outputs`` for one batch; blocking and thread-safe."""
 
     def prepare(self, inputs: dict[str, Array]) -> None:  # noqa: B027 - optional hook
-        """Check and convert one request's inputs in place before it is queued (on the event loop).
+        """Check and convert one request's inputs in place before it is queued (on the event loop, or in a
+        worker thread when :attr:`prepare_in_thread` is set).
 
         Raise InvalidArgument for values this runtime cannot take, so one bad request never
         fails the batch it would have joined.

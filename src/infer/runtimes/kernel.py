@@ -83,6 +83,15 @@ def _forecast() -> ProgramFactory:
 register_program("forecast", _forecast)
 
 
+def _vision_quality() -> ProgramFactory:
+    from infer.runtimes.vision_programs import vision_quality
+
+    return vision_quality
+
+
+register_program("vision_quality", _vision_quality)
+
+
 def inside_version(directory: Path, name: object) -> Path:
     """A file named by a program's parameters: relative, and inside the version directory."""
     path = (directory / str(name)).resolve()
@@ -100,6 +109,7 @@ class KernelRuntime(Runtime):
         self._name = name
         self._lock = threading.Lock()
         self._state_dir = state_dir if hasattr(program, "save_state") else None
+        self.prepare_in_thread = bool(getattr(program, "prepare_in_thread", False))
 
     @classmethod
     def open(cls, path: Path, config: ModelConfig, options: RuntimeOptions) -> KernelRuntime:

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 # Bump when a builder's output changes, so that existing default repositories are rebuilt.
-REPOSITORY_VERSION: Final = 5
+REPOSITORY_VERSION: Final = 6
 MARKER: Final = ".infer-default-repository.json"
 
 
@@ -47,8 +47,17 @@ def _forecast(repo: Path) -> list[str]:
     return sorted(p.name for p in repo.iterdir() if p.is_dir() and p.name.startswith("forecast"))
 
 
+def _vision(repo: Path) -> list[str]:
+    """``vision_quality``: sharpness, exposure, noise and resolution of encoded images (no training)."""
+    from infer.tasks.vision.quality import write_quality_model
+
+    write_quality_model(repo)
+    return ["vision_quality"]
+
+
 # family -> function writing its models into the repository and returning their names
-DEFAULT_BUILDERS: dict[str, Callable[[Path], list[str]]] = {"anomaly": _anomaly, "forecast": _forecast}
+DEFAULT_BUILDERS: dict[str, Callable[[Path], list[str]]] = {"anomaly": _anomaly, "forecast": _forecast,
+                                                            "vision": _vision}
 
 
 def build_default_repository(path: Path) -> list[str]:

@@ -1,0 +1,49 @@
+"""Decoding encoded images: formats and modes Pillow reads come out as RGB uint8; anything else is refused by
+index with a reason, and an image over the pixel limit is refused before it is decoded."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from infer.errors import InvalidArgument
+from infer.runtimes import images
+from infer.runtimes.images import decode_image, decode_images
+
+
+def _file(mode: str, fmt: str, size: tuple[int, int] = (7, 5)) -> bytes:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("RGB", "PNG"), ("RGB", "JPEG"), ("L", "PNG"), ("RGBA", "PNG"),
+                                           ("P", "GIF"), ("RGB", "BMP"), ("RGB", "WEBP")])
+def test_every_mode_and_format_comes_out_rgb(mode: str, fmt: str) -> None:
+    out = decode_image(_file(mode, fmt))
+    assert out.shape == (5, 7, 3) and out.dtype == np.uint8
+
+
+def test_lossless_png_round_trips_exactly() -> None:
+    pixels = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    np.testing.assert_array_equal(decode_image(buf.getvalue()), pixels)
+
+
+@pytest.mark.parametrize(("payload", "why"), [(b"hello", "not an image"), (b"", "empty"),
+                                              (_file("RGB", "PNG", (64, 64))[:60], "cannot be decoded")])
+def test_bad_payloads_are_refused_by_index(payload: bytes, why: str) -> None:
+    with pytest.raises(InvalidArgument, match=rf"input 'image'\[1\].*{why}"):
+        decode_images([_file("RGB", "PNG"), payload])
+
+
+def test_an_image_over_the_pixel_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(images, "MAX_PIXELS", 30)
+    with pytest.raises(InvalidArgument, match="7x5 exceeds 30 pixels"):
+        decode_image(_file("RGB", "PNG"))

@@ -267,8 +267,15 @@ def _cmd_models_build(a: argparse.Namespace) -> int:
 
     repo = a.path or default_repository_path()
     name = a.name or a.family
+    home = name
     if a.family == "forecast":
         card, table = _build_forecast(repo, name, a)
+    elif a.family == "vision":
+        from infer.tasks.vision.build import build_vision, model_card
+
+        summary = build_vision(repo, name)
+        home, card = f"{name}_classify", model_card(summary)
+        table = card[card.index("## Measured"):card.index("## Limits")]
     else:
         from infer.tasks.anomaly.pipeline import BuildConfig, build_pipeline, clean_repository_model
         from infer.tasks.anomaly.pipeline_eval import markdown, model_card
@@ -278,11 +285,11 @@ def _cmd_models_build(a: argparse.Namespace) -> int:
         clean_repository_model(repo, name)
         summary = build_pipeline(repo, name, cfg)
         card, table = model_card(summary), markdown(summary)
-    (repo / name / "MODEL_CARD.md").write_text(card)
+    (repo / home / "MODEL_CARD.md").write_text(card)
     if a.card:
         a.card.write_text(card)
     print(table)
-    print(f"wrote {name} and its stage models into {repo} (model card: {repo / name / 'MODEL_CARD.md'})")
+    print(f"wrote {name} and its stage models into {repo} (model card: {repo / home / 'MODEL_CARD.md'})")
     return 0
 
 
@@ -336,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--token", default=os.environ.get("INFER_TOKEN", ""), help="bearer token (or $INFER_TOKEN)")
     ml.set_defaults(fn=_cmd_models)
     mb = msub.add_parser("build", help="Train, evaluate and write a model family into a repository.")
-    mb.add_argument("family", choices=["anomaly", "forecast"])
+    mb.add_argument("family", choices=["anomaly", "forecast", "vision"])
     mb.add_argument("--path", type=Path, help="repository (default: the embedded default repository's place)")
     mb.add_argument("--name", help="model name (default: the family; stage and per-kind models get it as a prefix)")
     mb.add_argument("--card", type=Path, help="also write the model card here")

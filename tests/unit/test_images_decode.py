@@ -47,3 +47,16 @@ def test_an_image_over_the_pixel_limit_is_refused(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(images, "MAX_PIXELS", 30)
     with pytest.raises(InvalidArgument, match="7x5 exceeds 30 pixels"):
         decode_image(_file("RGB", "PNG"))
+
+
+def test_resize_crop_keeps_the_centre_at_the_requested_size() -> None:
+    from infer.runtimes.images import resize_crop
+
+    image = np.zeros((300, 600, 3), np.uint8)
+    image[:, 250:350] = 255  # a white band in the middle
+    out = resize_crop(image, 256, 224)
+    assert out.shape == (224, 224, 3) and out.flags.c_contiguous
+    # 600 -> 512 wide, the band (250-350 -> 213-299) lands at 69-155 after the 144-pixel crop offset
+    assert out[:, 112].min() == 255 and out[:, 20].max() == 0 and out[:, 200].max() == 0
+    small = resize_crop(np.zeros((10, 12, 3), np.uint8), 256, 224)
+    assert small.shape == (224, 224, 3)

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from infer.errors import InvalidArgument
 
-__all__ = ["MAX_PIXELS", "decode_image", "decode_images"]
+__all__ = ["MAX_PIXELS", "decode_image", "decode_images", "resize_crop"]
 
 MAX_PIXELS: Final = 64 * 1024 * 1024  # 64 megapixels: an 8k x 8k image fits, a decompression bomb does not
 
@@ -49,3 +49,16 @@ def decode_images(values: Iterable[object], name: str = "image") -> list[NDArray
             raise InvalidArgument(f"input '{name}'[{i}]: empty; send an encoded image file")
         out.append(decode_image(data, f"input '{name}'[{i}]"))
     return out
+
+
+def resize_crop(image: NDArray[np.uint8], resize: int, crop: int) -> NDArray[np.uint8]:
+    """The usual ImageNet evaluation view: shorter side scaled to ``resize`` (bilinear, Pillow), then the central
+    ``crop`` x ``crop`` square."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = resize / min(h, w)
+    nh, nw = max(crop, round(h * scale)), max(crop, round(w * scale))
+    resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR), dtype=np.uint8)
+    top, left = (nh - crop) // 2, (nw - crop) // 2
+    return np.ascontiguousarray(resized[top:top + crop, left:left + crop])

@@ -83,13 +83,18 @@ def _forecast() -> ProgramFactory:
 register_program("forecast", _forecast)
 
 
-def _vision_quality() -> ProgramFactory:
-    from infer.runtimes.vision_programs import vision_quality
+def _vision(name: str) -> Callable[[], ProgramFactory]:
+    def load() -> ProgramFactory:
+        from infer.runtimes import vision_programs
 
-    return vision_quality
+        factory: ProgramFactory = getattr(vision_programs, name)
+        return factory
+
+    return load
 
 
-register_program("vision_quality", _vision_quality)
+for _name in ("vision_quality", "vision_classify"):
+    register_program(_name, _vision(_name))
 
 
 def inside_version(directory: Path, name: object) -> Path:

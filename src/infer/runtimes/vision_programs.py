@@ -5,6 +5,13 @@
                     ``quality_features`` FP32 [N, 6] and ``size`` INT32 [N, 2] (height, width) of each image.
                     Images are decoded and measured in ``prepare``, in a worker thread, one request at a time (a
                     corrupt image fails its own request, never a batch); the batch step turns measures into scores.
+``vision_classify`` ``image`` BYTES [N, 1] -> ``labels`` BYTES [N, k] and ``scores`` FP32 [N, k] (top-k classes and
+                    their softmax probabilities), ``embedding`` FP32 [N, D] (the network's pooled penultimate
+                    features, L2-normalised: cosine similarity is a dot product). ``prepare`` decodes, resizes and
+                    crops each image (in a worker thread); the batch step normalises the pixels
+                    (:func:`kernels.image.to_tensor`) and runs the ONNX classifier once for the whole batch. Any
+                    ONNX file with an input ``[N, 3, S, S]`` and outputs ``logits`` and ``embedding`` works, with
+                    its labels file and normalisation in the parameters.
 
 Measures and mappings: :mod:`kernels.image`.
 """
@@ -19,9 +26,10 @@ import numpy as np
 
 from infer.core.types import DataType, TensorSpec
 from infer.runtimes.base import Array
-from infer.runtimes.images import decode_images
+from infer.runtimes.images import decode_images, resize_crop
+from infer.runtimes.kernel import inside_version
 
-__all__ = ["QualityProgram", "vision_quality"]
+__all__ = ["ClassifyProgram", "QualityProgram", "vision_classify", "vision_quality"]
 
 _MEASURES = "_quality_measures"  # what prepare hands to the batch step in place of the encoded images
 _SIZES = "_image_sizes"
@@ -61,3 +69,60 @@ class QualityProgram:
 
 def vision_quality(directory: Path, params: dict[str, Any]) -> QualityProgram:
     return QualityProgram(directory, params)
+
+
+_PIXELS = "_pixels"
+
+
+class ClassifyProgram:
+    prepare_in_thread = True
+
+    def __init__(self, directory: Path, params: dict[str, Any]) -> None:
+        import onnxruntime as ort
+
+        from kernels import image
+
+        self._image = image
+        labels = inside_version(directory, params.get("labels", "labels.txt")).read_text().splitlines()
+        self.labels = np.array([x.encode() for x in labels], dtype=object)
+        self.mean = np.asarray(params["mean"], np.float32)
+        self.std = np.asarray(params["std"], np.float32)
+        self.size, self.resize = int(params.get("size", 224)), int(params.get("resize", 256))
+        self.top_k = int(params.get("top_k", 5))
+        if not 1 <= self.top_k <= len(labels) or self.mean.shape != (3,) or self.std.shape != (3,):
+            raise ValueError("top_k must be within the number of labels; mean and std need 3 values each")
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        self._session = ort.InferenceSession(str(inside_version(directory, params.get("model", "model.onnx"))),
+                                             sess_options=so, providers=["CPUExecutionProvider"])
+        width = self._session.get_outputs()[1].shape[1]
+        self.inputs: tuple[TensorSpec, ...] = (TensorSpec("image", DataType.BYTES, (-1, 1)),)
+        self.outputs: tuple[TensorSpec, ...] = (
+            TensorSpec("labels", DataType.BYTES, (-1, self.top_k)),
+            TensorSpec("scores", DataType.FP32, (-1, self.top_k)),
+            TensorSpec("embedding", DataType.FP32, (-1, int(width) if isinstance(width, int) else -1)),
+            TensorSpec("size", DataType.INT32, (-1, 2)),
+        )
+        image.warm_up()
+
+    def prepare(self, inputs: dict[str, Array]) -> None:
+        images = decode_images(np.asarray(inputs.pop("image"), dtype=object).reshape(-1))
+        inputs[_PIXELS] = np.stack([resize_crop(im, self.resize, self.size) for im in images])
+        inputs[_SIZES] = np.array([im.shape[:2] for im in images], np.int32).reshape(-1, 2)
+
+    def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
+        pixels = self._image.to_tensor(np.asarray(inputs[_PIXELS], np.uint8), self.mean, self.std)
+        logits, embedding = self._session.run(["logits", "embedding"], {self._session.get_inputs()[0].name: pixels})
+        z = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(z)
+        probs /= probs.sum(axis=1, keepdims=True)
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :self.top_k]
+        norms = np.linalg.norm(embedding, axis=1, keepdims=True)
+        return {"labels": self.labels[top], "scores": np.take_along_axis(probs, top, axis=1).astype(np.float32),
+                "embedding": (embedding / np.where(norms > 0, norms, 1.0)).astype(np.float32),
+                "size": np.asarray(inputs[_SIZES], np.int32)}
+
+
+def vision_classify(directory: Path, params: dict[str, Any]) -> ClassifyProgram:
+    return ClassifyProgram(directory, params)
+

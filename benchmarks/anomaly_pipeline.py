@@ -41,6 +41,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,42 @@ async def closed_loop(call: Any, payloads: list[bytes], start: int, concurrency:
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, errors, last[0] + 1
+
+
+async def served_rate(address: str, payloads: list[bytes], concurrency: int, warmup: float, duration: float,
+                      ) -> dict[str, Any]:
+    """Serialised ModelInfer requests sent in a closed loop to ``address``: warm up, then measure. Returns
+    requests/s, p50/p99 ms of the successes and errors by code."""
+    async with grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", -1)]) as ch:
+        call = ch.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=None,
+                              response_deserializer=None)
+        _, _, nxt = await closed_loop(call, payloads, 0, concurrency, warmup)
+        t0 = time.perf_counter()
+        lat, errors, _ = await closed_loop(call, payloads, nxt, concurrency, duration)
+        took = time.perf_counter() - t0
+    p50, p99 = (float(q) * 1e3 for q in np.percentile(lat, [50, 99])) if lat else (float("nan"),) * 2
+    return {"requests_per_s": len(lat) / took, "p50_ms": p50, "p99_ms": p99, "errors": dict(errors)}
+
+
+def run_points(doc: str | None, default_out: Path,
+               measure: Callable[[argparse.Namespace], Coroutine[Any, Any, list[dict[str, Any]]]],
+               markdown: Callable[[list[dict[str, Any]]], str]) -> None:
+    """The command line of the per-family throughput scripts: ``--repo``, ``--out``, ``--duration``, ``--warmup``,
+    ``--repeat``; runs ``measure``, writes ``results.json`` and ``results.md`` into ``--out`` and prints the table."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", type=Path)
+    ap.add_argument("--out", type=Path, default=default_out)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    points = asyncio.run(measure(args))
+    md = markdown(points)
+    meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
+    (args.out / "results.json").write_text(json.dumps({**meta, "points": points}, indent=1))
+    (args.out / "results.md").write_text(f"{meta['machine']}, {meta['date']}\n\n{md}\n")
+    print(md)
 
 
 async def served_point(stub: pb_grpc.GRPCInferenceServiceStub, call: Any, server: Server, payloads: list[bytes],

@@ -13,7 +13,6 @@ serialised before a point starts.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import sys
@@ -21,10 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
-from anomaly_pipeline import Server, closed_loop
-from bench import machine
+from anomaly_pipeline import Server, run_points, served_rate  # this folder is first on sys.path
 
 from infer._proto import grpc_service_pb2 as pb
 
@@ -61,17 +58,10 @@ def payloads(model: str, files: list[bytes], size: int, count: int = 16) -> list
 
 async def served_point(address: str, model: str, files: list[bytes], size: int, conc: int,
                        args: argparse.Namespace) -> dict[str, Any]:
-    async with grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", -1)]) as ch:
-        call = ch.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=None,
-                              response_deserializer=None)
-        reqs = payloads(model, files, size)
-        _, _, nxt = await closed_loop(call, reqs, 0, conc, args.warmup)
-        t0 = time.perf_counter()
-        lat, errors, _ = await closed_loop(call, reqs, nxt, conc, args.duration)
-        took = time.perf_counter() - t0
-    p50, p99 = (float(q) * 1e3 for q in np.percentile(lat, [50, 99])) if lat else (float("nan"),) * 2
-    return {"kind": "served", "model": model, "size": size, "concurrency": conc, "images_per_s": len(lat) * size / took,
-            "p50_ms": p50, "p99_ms": p99, "errors": dict(errors)}
+    r = await served_rate(address, payloads(model, files, size), conc, args.warmup, args.duration)
+    return {"kind": "served", "model": model, "size": size, "concurrency": conc,
+            "images_per_s": r["requests_per_s"] * size, "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
+            "errors": r["errors"]}
 
 
 def in_process_point(repo: Path, model: str, files: list[bytes], seconds: float, size: int = 8) -> dict[str, Any]:
@@ -132,20 +122,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repo", type=Path)
-    ap.add_argument("--out", type=Path, default=Path("/tmp/vision-bench"))
-    ap.add_argument("--duration", type=float, default=5.0)
-    ap.add_argument("--warmup", type=float, default=1.0)
-    ap.add_argument("--repeat", type=int, default=2)
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    points = asyncio.run(main_async(args))
-    md = markdown(points)
-    meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv)}
-    (args.out / "results.json").write_text(json.dumps({**meta, "points": points}, indent=1))
-    (args.out / "results.md").write_text(f"{meta['machine']}, {meta['date']}\n\n{md}\n")
-    print(md)
+    run_points(__doc__, Path("/tmp/vision-bench"), main_async, markdown)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,15 @@ Kept apart from ``fixtures.py``, which must not import ``infer._proto`` (tritonc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
+import grpc
 import numpy as np
 
 from infer._proto import grpc_service_pb2 as pb
+from infer._proto import grpc_service_pb2_grpc as pb_grpc
 
 DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64", np.dtype(np.int32): "INT32",
              np.dtype(np.int64): "INT64", np.dtype(np.bool_): "BOOL", np.dtype(np.uint64): "UINT64"}
@@ -51,3 +55,20 @@ def decode(resp: pb.ModelInferResponse) -> dict[str, np.ndarray]:
         else:
             out[o.name] = np.frombuffer(raw, DTYPES[o.datatype]).reshape(shape)
     return out
+
+
+@contextlib.asynccontextmanager
+async def serving(repo: Path, *args: str) -> AsyncIterator[pb_grpc.GRPCInferenceServiceStub]:
+    """``infer serve`` on ``repo`` in a subprocess, and a stub on an aio channel without a send limit; the server
+    must stop cleanly afterwards."""
+    from fixtures import ServerProcess
+
+    srv = ServerProcess(repo, *args).wait_ready()
+    async with grpc.aio.insecure_channel(srv.address, options=[("grpc.max_send_message_length", -1)]) as ch:
+        yield pb_grpc.GRPCInferenceServiceStub(ch)
+    assert srv.stop() == 0, srv.output()
+
+
+def images(*payloads: bytes) -> dict[str, np.ndarray]:
+    """Encoded image files as the vision models' ``image`` input, one a row."""
+    return {"image": np.array(payloads, dtype=object).reshape(-1, 1)}

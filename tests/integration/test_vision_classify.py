@@ -14,8 +14,7 @@ import grpc
 import numpy as np
 import pytest
 import pytest_asyncio
-from fixtures import ServerProcess
-from wire import decode, infer_request
+from wire import decode, images, infer_request, serving
 
 from infer._proto import grpc_service_pb2_grpc as pb_grpc
 
@@ -50,18 +49,12 @@ Served = tuple[pb_grpc.GRPCInferenceServiceStub, Path]
 async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
     repo = tmp_path_factory.mktemp("vision") / "repo"
     build_vision(repo)
-    srv = ServerProcess(repo).wait_ready()
-    async with grpc.aio.insecure_channel(srv.address, options=[("grpc.max_send_message_length", -1)]) as ch:
-        yield pb_grpc.GRPCInferenceServiceStub(ch), repo
-    assert srv.stop() == 0, srv.output()
-
-
-def _images(*payloads: bytes) -> dict[str, np.ndarray]:
-    return {"image": np.array(payloads, dtype=object).reshape(-1, 1)}
+    async with serving(repo) as stub:
+        yield stub, repo
 
 
 async def _infer(stub: pb_grpc.GRPCInferenceServiceStub, model: str, *payloads: bytes) -> dict[str, np.ndarray]:
-    return decode(await stub.ModelInfer(infer_request(model, _images(*payloads))))
+    return decode(await stub.ModelInfer(infer_request(model, images(*payloads))))
 
 
 async def test_photos_are_classified_as_in_process(served: Served, photos: dict[str, bytes]) -> None:
@@ -70,7 +63,7 @@ async def test_photos_are_classified_as_in_process(served: Served, photos: dict[
     got = await _infer(stub, "vision_classify", *photos.values())
     version = repo / "vision_classify" / "1"
     program = ClassifyProgram(version, json.loads((version / "kernel.json").read_text())["params"])
-    inputs = _images(*photos.values())
+    inputs = images(*photos.values())
     program.prepare(inputs)
     want = program.run(inputs, OUTPUTS)
     np.testing.assert_array_equal(got["labels"], want["labels"])

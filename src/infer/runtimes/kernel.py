@@ -93,7 +93,7 @@ def _vision(name: str) -> Callable[[], ProgramFactory]:
     return load
 
 
-for _name in ("vision_quality", "vision_classify"):
+for _name in ("vision_quality", "vision_classify", "vision_search"):
     register_program(_name, _vision(_name))
 
 

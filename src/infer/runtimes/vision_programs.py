@@ -12,6 +12,9 @@
                     (:func:`kernels.image.to_tensor`) and runs the ONNX classifier once for the whole batch. Any
                     ONNX file with an input ``[N, 3, S, S]`` and outputs ``logits`` and ``embedding`` works, with
                     its labels file and normalisation in the parameters.
+``vision_search``   ``image`` -> ``neighbours`` BYTES [N, k] (ids of the most similar indexed images),
+                    ``similarity`` FP32 [N, k] (cosine) and ``embedding``: the classifier's embedding against an
+                    index written by :func:`infer.tasks.vision.build.build_search_model`.
 
 Measures and mappings: :mod:`kernels.image`.
 """
@@ -23,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from infer.core.types import DataType, TensorSpec
 from infer.runtimes.base import Array
 from infer.runtimes.images import decode_images, resize_crop
 from infer.runtimes.kernel import inside_version
 
-__all__ = ["ClassifyProgram", "QualityProgram", "vision_classify", "vision_quality"]
+__all__ = ["ClassifyProgram", "QualityProgram", "SearchProgram", "vision_classify", "vision_quality", "vision_search"]
 
 _MEASURES = "_quality_measures"  # what prepare hands to the batch step in place of the encoded images
 _SIZES = "_image_sizes"
@@ -110,19 +114,56 @@ class ClassifyProgram:
         inputs[_PIXELS] = np.stack([resize_crop(im, self.resize, self.size) for im in images])
         inputs[_SIZES] = np.array([im.shape[:2] for im in images], np.int32).reshape(-1, 2)
 
-    def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
+    def embed(self, inputs: Mapping[str, Array]) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
+        """Class probabilities [N, C] and L2-normalised embeddings [N, D] of a prepared batch (one ONNX call)."""
         pixels = self._image.to_tensor(np.asarray(inputs[_PIXELS], np.uint8), self.mean, self.std)
         logits, embedding = self._session.run(["logits", "embedding"], {self._session.get_inputs()[0].name: pixels})
-        z = logits - logits.max(axis=1, keepdims=True)
-        probs = np.exp(z)
+        z = np.asarray(logits, np.float64)
+        probs = np.exp(z - z.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
+        emb = np.asarray(embedding, np.float32)
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        return probs, (emb / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+    def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
+        probs, embedding = self.embed(inputs)
         top = np.argsort(-probs, axis=1, kind="stable")[:, :self.top_k]
-        norms = np.linalg.norm(embedding, axis=1, keepdims=True)
         return {"labels": self.labels[top], "scores": np.take_along_axis(probs, top, axis=1).astype(np.float32),
-                "embedding": (embedding / np.where(norms > 0, norms, 1.0)).astype(np.float32),
-                "size": np.asarray(inputs[_SIZES], np.int32)}
+                "embedding": embedding, "size": np.asarray(inputs[_SIZES], np.int32)}
 
 
 def vision_classify(directory: Path, params: dict[str, Any]) -> ClassifyProgram:
     return ClassifyProgram(directory, params)
+
+
+class SearchProgram(ClassifyProgram):
+    """``vision_search``: the classifier's embedding of each image, then its ``top_k`` nearest images of an index
+    (``index.npz``: ``embeddings`` float32 [M, D] L2-normalised, ``ids`` [M] strings) by exact cosine similarity
+    (one matrix product per batch; fine up to a few hundred thousand images, beyond that an ANN library)."""
+
+    def __init__(self, directory: Path, params: dict[str, Any]) -> None:
+        super().__init__(directory, {**params, "top_k": 1})
+        with np.load(inside_version(directory, params.get("index", "index.npz"))) as index:  # no pickles
+            self.index = np.ascontiguousarray(index["embeddings"], np.float32)
+            self.ids = np.array([str(i).encode() for i in index["ids"]], dtype=object)
+        self.neighbours = min(int(params.get("neighbours", 5)), len(self.ids))
+        if self.index.ndim != 2 or len(self.ids) != self.index.shape[0] or self.neighbours < 1:
+            raise ValueError("index.npz needs embeddings [M, D] and M ids, M >= 1")
+        k = self.neighbours
+        self.outputs = (TensorSpec("neighbours", DataType.BYTES, (-1, k)),
+                        TensorSpec("similarity", DataType.FP32, (-1, k)),
+                        TensorSpec("embedding", DataType.FP32, (-1, self.index.shape[1])))
+
+    def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
+        _, embedding = self.embed(inputs)
+        sim = embedding @ self.index.T
+        k = self.neighbours
+        part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else np.tile(np.arange(k), (len(sim), 1))
+        order = np.take_along_axis(part, np.argsort(-np.take_along_axis(sim, part, axis=1), axis=1, kind="stable"), 1)
+        return {"neighbours": self.ids[order], "similarity": np.take_along_axis(sim, order, axis=1).astype(np.float32),
+                "embedding": embedding}
+
+
+def vision_search(directory: Path, params: dict[str, Any]) -> SearchProgram:
+    return SearchProgram(directory, params)
 

@@ -22,7 +22,7 @@ from infer.tasks.anomaly.build import _write_atomic
 from infer.tasks.vision import classifier as clf
 from infer.tasks.vision.quality import write_quality_model
 
-__all__ = ["build_vision", "model_card", "write_classifier_model"]
+__all__ = ["build_search_model", "build_vision", "model_card", "write_classifier_model"]
 
 
 def write_classifier_model(repo: Path, name: str, onnx_file: Path, labels: list[str], *, mean: Any, std: Any,
@@ -65,6 +65,40 @@ def build_vision(repo: Path, name: str = "vision", *, weights: Path | None = Non
         sizes = {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size}
     return {"name": name, "evaluation": asdict(evaluation), "sizes": sizes, "build_s": built,
             "photos": sorted(images)}
+
+
+def build_search_model(repo: Path, images: dict[str, bytes], *, name: str = "vision_search",
+                       classifier: str = "vision_classify", neighbours: int = 5, batch: int = 16) -> Path:
+    """Embed ``images`` (id -> encoded file) with the repository's ``classifier`` model, exactly as it serves, and
+    write ``name``: that classifier plus ``index.npz``, answering each query image with its nearest ids."""
+    from infer.runtimes.vision_programs import ClassifyProgram
+
+    source = repo / classifier / "1"
+    params = json.loads((source / "kernel.json").read_text())["params"]
+    program = ClassifyProgram(source, params)
+    ids, vectors = list(images), []
+    for a in range(0, len(ids), batch):
+        inputs: dict[str, Any] = {"image": np.array([images[i] for i in ids[a:a + batch]], dtype=object)}
+        program.prepare(inputs)
+        vectors.append(program.embed(inputs)[1])
+    version = repo / name / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    for f in (params.get("model", "model.onnx"), params.get("labels", "labels.txt")):
+        _write_atomic(version / f, (source / f).read_bytes())
+    with (version / "index.npz").open("wb") as out:
+        np.savez(out, embeddings=np.concatenate(vectors), ids=np.array(ids, dtype=str))
+    search = {**params, "index": "index.npz", "neighbours": min(neighbours, len(ids))}
+    _write_atomic(version / "kernel.json", json.dumps({"program": "vision_search", "params": search}).encode())
+    k = search["neighbours"]
+    config = (f'name: "{name}"\nbackend: "kernel"\nmax_batch_size: {batch * 2}\n'
+              'input { name: "image" data_type: TYPE_STRING dims: [ 1 ] }\n'
+              f'output {{ name: "neighbours" data_type: TYPE_STRING dims: [ {k} ] }}\n'
+              f'output {{ name: "similarity" data_type: TYPE_FP32 dims: [ {k} ] }}\n'
+              'output { name: "embedding" data_type: TYPE_FP32 dims: [ -1 ] }\n'
+              "dynamic_batching { max_queue_delay_microseconds: 2000 }\n"
+              'parameters: { key: "infer.warmup" value: { string_value: "false" } }\n')
+    _write_atomic(repo / name / "config.pbtxt", config.encode())
+    return repo / name
 
 
 def model_card(summary: dict[str, Any]) -> str:

@@ -14,8 +14,7 @@ import grpc
 import numpy as np
 import pytest
 import pytest_asyncio
-from fixtures import ServerProcess
-from wire import decode, infer_request
+from wire import decode, infer_request, serving
 
 from infer._proto import grpc_service_pb2 as pb
 from infer._proto import grpc_service_pb2_grpc as pb_grpc
@@ -40,10 +39,8 @@ Served = tuple[pb_grpc.GRPCInferenceServiceStub, Path]
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def served(built: tuple[Path, dict[str, Any]]) -> AsyncIterator[Served]:
     repo, _ = built
-    srv = ServerProcess(repo).wait_ready()
-    async with grpc.aio.insecure_channel(srv.address) as ch:
-        yield pb_grpc.GRPCInferenceServiceStub(ch), repo
-    assert srv.stop() == 0, srv.output()
+    async with serving(repo) as stub:
+        yield stub, repo
 
 
 def _batch(count: int, seed: int, lengths: list[int] | None = None) -> dict[str, np.ndarray]:

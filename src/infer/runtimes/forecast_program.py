@@ -49,7 +49,7 @@ class ForecastProgram:
         import json
 
         spec = json.loads(inside_version(directory, params.get("spec", "forecast.json")).read_text())
-        self.forecaster = Forecaster(directory, spec, inside_version)
+        self.forecaster = Forecaster(directory, spec)
         self.table = str(spec.get("interval_table", "auto"))
         self.horizon = int(spec.get("default_horizon", 24))
         self.season = int(spec.get("default_season", 24))
@@ -120,10 +120,9 @@ class ForecastProgram:
 
     # -- a batch --------------------------------------------------------------------------------------------
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
-        hist = np.asarray(inputs["history"], np.float64)
+        hist = np.asarray(inputs["history"], np.float64)  # the kernels read no value past a row's length
         b, t = hist.shape
         lengths = self._lengths(inputs, b, t)
-        hist = np.where(np.arange(t)[None, :] < lengths[:, None], hist, 0.0)  # padding never reaches a kernel
         h = self._horizon(inputs)
         m = (np.asarray(inputs["season"]).reshape(-1).astype(np.int64) if "season" in inputs
              else np.full(b, self.season, np.int64))

@@ -27,6 +27,7 @@ l/100 times the request's own s.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,9 @@ from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
+
+from infer.runtimes.kernel import inside_version
+from infer.runtimes.onnx import cpu_session
 
 __all__ = ["KINDS", "QUANTILE_GRID", "Forecaster", "Selection", "Tasks", "interval_quantiles", "plan_tasks"]
 
@@ -102,9 +106,10 @@ def interval_quantiles(table: F64, levels: F64, horizon: int) -> F64:
 
 
 class Forecaster:
-    """The candidates of one served model and how to run them. ``spec`` is the model's ``forecast.json``."""
+    """The candidates of one served model and how to run them. ``spec`` is the model's ``forecast.json``; the
+    files it names are read from ``directory``."""
 
-    def __init__(self, directory: Path, spec: Mapping[str, Any], inside: Any) -> None:
+    def __init__(self, directory: Path, spec: Mapping[str, Any]) -> None:
         from kernels import forecast as fk
 
         self._fk = fk
@@ -118,11 +123,13 @@ class Forecaster:
         self.origins = int(spec.get("origins", 3))
         self.min_fit = int(spec.get("min_fit", 8))
         self._arima = _ArimaProfiles(spec["arima"]) if "arima" in self.candidates else None
-        self._sessions: dict[str, Any] = {k: _session(inside(directory, spec[k]))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = min(4, cores)
+        self._sessions: dict[str, Any] = {k: cpu_session(inside_version(directory, spec[k]), threads)
                                           for k in ("lstm", "gbm") if k in self.candidates}
         self.tables: dict[str, F64] = {}
         if spec.get("calibration"):
-            with np.load(inside(directory, spec["calibration"])) as cal:  # arrays only: allow_pickle stays off
+            with np.load(inside_version(directory, spec["calibration"])) as cal:  # arrays only: allow_pickle stays off
                 self.tables = {k: np.asarray(cal[k], np.float64) for k in cal.files}
         fk.warm_up()
 
@@ -239,15 +246,3 @@ class _ArimaProfiles:
             diff, ar, ma, mu = self.polys(int(season))
             out[at] = fk.arima(hist, rows[at], cutoffs[at], diff, ar, ma, mu, horizon)
         return out
-
-
-def _session(path: Path) -> Any:
-    import os
-
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                         else os.cpu_count() or 1))
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])

@@ -60,41 +60,23 @@ def register_program(name: str, loader: Callable[[], ProgramFactory]) -> None:
     PROGRAMS[name] = loader
 
 
-def _anomaly(name: str) -> Callable[[], ProgramFactory]:
-    def load() -> ProgramFactory:
-        from infer.runtimes import anomaly_programs
+def _lazy(module: str, name: str) -> Callable[[], ProgramFactory]:
+    """A loader that imports ``infer.runtimes.<module>`` only when a model names the program."""
 
-        factory: ProgramFactory = getattr(anomaly_programs, name)
+    def load() -> ProgramFactory:
+        import importlib
+
+        factory: ProgramFactory = getattr(importlib.import_module(f"infer.runtimes.{module}"), name)
         return factory
 
     return load
 
 
-for _name in ("anomaly_features", "anomaly_streaming", "anomaly_scorer"):
-    register_program(_name, _anomaly(_name))
-
-
-def _forecast() -> ProgramFactory:
-    from infer.runtimes.forecast_program import forecast
-
-    return forecast
-
-
-register_program("forecast", _forecast)
-
-
-def _vision(name: str) -> Callable[[], ProgramFactory]:
-    def load() -> ProgramFactory:
-        from infer.runtimes import vision_programs
-
-        factory: ProgramFactory = getattr(vision_programs, name)
-        return factory
-
-    return load
-
-
-for _name in ("vision_quality", "vision_classify", "vision_search"):
-    register_program(_name, _vision(_name))
+for _module, _names in (("anomaly_programs", ("anomaly_features", "anomaly_streaming", "anomaly_scorer")),
+                        ("forecast_program", ("forecast",)),
+                        ("vision_programs", ("vision_quality", "vision_classify", "vision_search"))):
+    for _name in _names:
+        register_program(_name, _lazy(_module, _name))
 
 
 def inside_version(directory: Path, name: object) -> Path:
@@ -115,6 +97,9 @@ class KernelRuntime(Runtime):
         self._lock = threading.Lock()
         self._state_dir = state_dir if hasattr(program, "save_state") else None
         self.prepare_in_thread = bool(getattr(program, "prepare_in_thread", False))
+        # the program's optional per-request hooks, looked up once rather than per request
+        self._prepare: Callable[[dict[str, Array]], None] | None = getattr(program, "prepare", None)
+        self._batch_key: Callable[[Mapping[str, Array]], Hashable] | None = getattr(program, "batch_key", None)
 
     @classmethod
     def open(cls, path: Path, config: ModelConfig, options: RuntimeOptions) -> KernelRuntime:
@@ -149,13 +134,11 @@ class KernelRuntime(Runtime):
 
     def prepare(self, inputs: dict[str, Array]) -> None:
         """The program's per-request checks, before the request joins a batch (one bad event fails alone)."""
-        check = getattr(self._program, "prepare", None)
-        if check is not None:
-            check(inputs)
+        if self._prepare is not None:
+            self._prepare(inputs)
 
     def batch_key(self, inputs: Mapping[str, Array]) -> Hashable:
-        key = getattr(self._program, "batch_key", None)
-        return None if key is None else key(inputs)
+        return None if self._batch_key is None else self._batch_key(inputs)
 
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         with self._lock:  # stateful programs see one batch at a time, in order

@@ -21,7 +21,7 @@ from infer.core.types import DataType, TensorSpec
 from infer.errors import InvalidArgument, ModelConfigError, ModelExecutionError
 from infer.runtimes.base import Array, Runtime, RuntimeOptions, Signature
 
-__all__ = ["OnnxRuntime", "choose_providers"]
+__all__ = ["OnnxRuntime", "choose_providers", "cpu_session"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,18 @@ _ORT_TYPES: dict[str, DataType] = {
     "tensor(double)": DataType.FP64,
     "tensor(string)": DataType.BYTES,
 }
+
+
+def cpu_session(path: Path, threads: int = 0) -> Any:
+    """A CPU InferenceSession for an ONNX file that a kernel program runs inside its own batch step (the
+    forecasting and vision programs); ``threads`` intra-op threads, 0 = ONNX Runtime's default."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
 
 
 def choose_providers(config: ModelConfig, available: Sequence[str]) -> tuple[list[str], list[str]]:

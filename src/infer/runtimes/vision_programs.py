@@ -32,11 +32,20 @@ from infer.core.types import DataType, TensorSpec
 from infer.runtimes.base import Array
 from infer.runtimes.images import decode_images, resize_crop
 from infer.runtimes.kernel import inside_version
+from infer.runtimes.onnx import cpu_session
 
 __all__ = ["ClassifyProgram", "QualityProgram", "SearchProgram", "vision_classify", "vision_quality", "vision_search"]
 
 _MEASURES = "_quality_measures"  # what prepare hands to the batch step in place of the encoded images
 _SIZES = "_image_sizes"
+
+
+def _decode(inputs: dict[str, Array]) -> list[NDArray[np.uint8]]:
+    """The request's ``image`` input decoded (and taken out of ``inputs``: the batch step never sees encoded
+    files); each image's (height, width) is left in ``inputs`` for the ``size`` output."""
+    images = decode_images(np.asarray(inputs.pop("image"), dtype=object).reshape(-1))
+    inputs[_SIZES] = np.array([im.shape[:2] for im in images], np.int32).reshape(-1, 2)
+    return images
 
 
 class QualityProgram:
@@ -59,9 +68,7 @@ class QualityProgram:
         image.warm_up()
 
     def prepare(self, inputs: dict[str, Array]) -> None:
-        images = decode_images(np.asarray(inputs.pop("image"), dtype=object).reshape(-1))
-        inputs[_MEASURES] = np.stack([self._image.quality_features(im) for im in images])
-        inputs[_SIZES] = np.array([im.shape[:2] for im in images], np.int32).reshape(-1, 2)
+        inputs[_MEASURES] = np.stack([self._image.quality_features(im) for im in _decode(inputs)])
 
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         measures = np.asarray(inputs[_MEASURES], np.float64)
@@ -82,8 +89,6 @@ class ClassifyProgram:
     prepare_in_thread = True
 
     def __init__(self, directory: Path, params: dict[str, Any]) -> None:
-        import onnxruntime as ort
-
         from kernels import image
 
         self._image = image
@@ -95,10 +100,7 @@ class ClassifyProgram:
         self.top_k = int(params.get("top_k", 5))
         if not 1 <= self.top_k <= len(labels) or self.mean.shape != (3,) or self.std.shape != (3,):
             raise ValueError("top_k must be within the number of labels; mean and std need 3 values each")
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        self._session = ort.InferenceSession(str(inside_version(directory, params.get("model", "model.onnx"))),
-                                             sess_options=so, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(inside_version(directory, params.get("model", "model.onnx")))
         width = self._session.get_outputs()[1].shape[1]
         self.inputs: tuple[TensorSpec, ...] = (TensorSpec("image", DataType.BYTES, (-1, 1)),)
         self.outputs: tuple[TensorSpec, ...] = (
@@ -110,9 +112,7 @@ class ClassifyProgram:
         image.warm_up()
 
     def prepare(self, inputs: dict[str, Array]) -> None:
-        images = decode_images(np.asarray(inputs.pop("image"), dtype=object).reshape(-1))
-        inputs[_PIXELS] = np.stack([resize_crop(im, self.resize, self.size) for im in images])
-        inputs[_SIZES] = np.array([im.shape[:2] for im in images], np.int32).reshape(-1, 2)
+        inputs[_PIXELS] = np.stack([resize_crop(im, self.resize, self.size) for im in _decode(inputs)])
 
     def embed(self, inputs: Mapping[str, Array]) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
         """Class probabilities [N, C] and L2-normalised embeddings [N, D] of a prepared batch (one ONNX call)."""

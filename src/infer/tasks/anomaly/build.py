@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Final
@@ -44,6 +43,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from infer.tasks.anomaly.data import ANOMALY_KINDS, FEATURE_NAMES, Dataset, make_dataset, make_normal
+from infer.tasks.files import write_atomic
 
 __all__ = [
     "INPUT_NAME",
@@ -262,12 +262,6 @@ def evaluate_onnx(session: ort.InferenceSession, data: Dataset) -> dict[str, Any
     }
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def build_model(repo: Path, *, name: str = "anomaly", n_train: int = 20000, seed: int = 0) -> dict[str, Any]:
     """Train on ``n_train`` normal events, write ``<repo>/<name>/{config.pbtxt,1/model.onnx,metrics.json}``
     and return the metrics of the written ONNX file on freshly generated held-out events.
@@ -287,8 +281,8 @@ def build_model(repo: Path, *, name: str = "anomaly", n_train: int = 20000, seed
 
     model_dir = Path(repo) / name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    _write_atomic(model_dir / "1" / "model.onnx", model_bytes)
-    _write_atomic(model_dir / "config.pbtxt", config_pbtxt(name, session).encode())
+    write_atomic(model_dir / "1" / "model.onnx", model_bytes)
+    write_atomic(model_dir / "config.pbtxt", config_pbtxt(name, session).encode())
 
     served = ort.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     held_out = make_dataset(N_EVAL, np.random.default_rng(eval_seq), anomaly_fraction=EVAL_ANOMALY_FRACTION)
@@ -299,5 +293,5 @@ def build_model(repo: Path, *, name: str = "anomaly", n_train: int = 20000, seed
         **evaluate_onnx(served, held_out),
         "onnx_sha256": hashlib.sha256(model_bytes).hexdigest(),
     }
-    _write_atomic(model_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    write_atomic(model_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     return metrics

@@ -38,7 +38,7 @@ from sklearn.metrics import precision_recall_curve
 
 from infer.tasks.anomaly import detectors as det
 from infer.tasks.anomaly import events as ev
-from infer.tasks.anomaly.build import _write_atomic
+from infer.tasks.files import write_atomic
 
 __all__ = ["BuildConfig", "Progress", "best_f1_threshold", "build_pipeline", "ensemble_config"]
 
@@ -138,26 +138,21 @@ def _robust_scale(x: F32) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     return centre, scale.astype(np.float64)
 
 
-def _write(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, data if isinstance(data, bytes) else data.encode())
-
-
 def _onnx_model(repo: Path, name: str, model: onnx.ModelProto, mbs: int) -> None:
-    _write(repo / name / "1" / "model.onnx", model.SerializeToString())
+    write_atomic(repo / name / "1" / "model.onnx", model.SerializeToString())
     # no spinning intra-op threads: six stages share the cores, and idle spinners took them from the busy ones
     # (benchmarks/RESULTS.md, anomaly pipeline: 2x throughput at 64 events a request with spinning off)
-    _write(repo / name / "config.pbtxt", f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {mbs}\n'
+    write_atomic(repo / name / "config.pbtxt", f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {mbs}\n'
                                          "dynamic_batching { }\n"
                                          'parameters: { key: "infer.allow_spinning" value: { string_value: "0" } }\n')
 
 
 def _kernel_model(repo: Path, name: str, program: str, params: dict[str, Any], mbs: int) -> Path:
     d = repo / name / "1"
-    _write(d / "kernel.json", json.dumps({"program": program, "params": params}, indent=1))
+    write_atomic(d / "kernel.json", json.dumps({"program": program, "params": params}, indent=1))
     # no zero-event warm-up: it would fold fake events into the shipped rolling state (the programs compile
     # their kernels on a throwaway state when they load)
-    _write(repo / name / "config.pbtxt", f'name: "{name}"\nbackend: "kernel"\nmax_batch_size: {mbs}\n'
+    write_atomic(repo / name / "config.pbtxt", f'name: "{name}"\nbackend: "kernel"\nmax_batch_size: {mbs}\n'
                                          "dynamic_batching { }\n"
                                          'parameters: { key: "infer.warmup" value: { string_value: "false" } }\n')
     return d
@@ -278,7 +273,7 @@ def build_pipeline(
     scorer_dir = _kernel_model(repo, f"{name}_scorer", "anomaly_scorer", scorer_params, mbs)
     series_state.save(scorer_dir / "series.npz")
     (repo / name / "1").mkdir(parents=True, exist_ok=True)
-    _write(repo / name / "config.pbtxt", ensemble_config(name, detectors, len(columns), 3, mbs))
+    write_atomic(repo / name / "config.pbtxt", ensemble_config(name, detectors, len(columns), 3, mbs))
     bar.step("wrote the models")
 
     summary: dict[str, Any] = {
@@ -294,11 +289,11 @@ def build_pipeline(
 
         summary["evaluation"] = evaluate_pipeline(repo, name, split, columns, probs["val"], ae_fp32)
         bar.step("evaluated on the held-out stream")
-    _write(repo / name / "metrics.json", json.dumps(summary, indent=1))
+    write_atomic(repo / name / "metrics.json", json.dumps(summary, indent=1))
     if evaluate:
         from infer.tasks.anomaly.pipeline_eval import model_card
 
-        _write(repo / name / "MODEL_CARD.md", model_card(summary))
+        write_atomic(repo / name / "MODEL_CARD.md", model_card(summary))
     return summary
 
 

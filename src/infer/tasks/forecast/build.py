@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 
 from infer.runtimes.forecasting import KINDS, QUANTILE_GRID, Forecaster
-from infer.runtimes.kernel import inside_version
-from infer.tasks.anomaly.build import _write_atomic
+from infer.tasks.files import write_atomic
 from infer.tasks.forecast import train
 from infer.tasks.forecast.data import Series, load_series
 
@@ -162,8 +161,7 @@ def calibration_tables(fc: Forecaster, series: list[Series], cfg: BuildConfig) -
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, (json.dumps(doc, indent=1) + "\n").encode())
+    write_atomic(path, json.dumps(doc, indent=1) + "\n")
 
 
 def _config(name: str, kinds: tuple[str, ...], cfg: BuildConfig, importance: dict[str, float] | None) -> str:
@@ -208,30 +206,30 @@ def build_forecast(repo: Path, name: str = "forecast", cfg: BuildConfig | None =
         t = time.perf_counter()
         ts = train.training_set(fits, cfg.gbm_windows, cfg.max_horizon, cfg.window, cfg.seed)
         graph, importance = train.train_gbm(ts, cfg.max_horizon, cfg.lags, cfg.gbm_trees, cfg.seed)
-        _write_atomic(version / FILES["gbm"], graph.SerializeToString())
+        write_atomic(version / FILES["gbm"], graph.SerializeToString())
         spec["gbm"] = FILES["gbm"]
         _write_json(version / "feature_importance.json", importance)
         timings["gbm"] = time.perf_counter() - t
     if "lstm" in kinds:
         t = time.perf_counter()
         ts = train.training_set(fits, cfg.lstm_windows, cfg.max_horizon, cfg.window, cfg.seed + 1)
-        _write_atomic(version / FILES["lstm"], train.train_lstm(ts, cfg.max_horizon, epochs=cfg.lstm_epochs,
+        write_atomic(version / FILES["lstm"], train.train_lstm(ts, cfg.max_horizon, epochs=cfg.lstm_epochs,
                                                                 seed=cfg.seed).SerializeToString())
         spec["lstm"] = FILES["lstm"]
         timings["lstm"] = time.perf_counter() - t
     t = time.perf_counter()
-    tables = calibration_tables(Forecaster(version, spec, inside_version), series, cfg)
+    tables = calibration_tables(Forecaster(version, spec), series, cfg)
     with (version / "calibration.npz").open("wb") as f:
         np.savez(f, **tables)  # type: ignore[arg-type]  # the stubs mistake ** for allow_pickle
     spec["calibration"] = "calibration.npz"
     timings["calibration"] = time.perf_counter() - t
     _write_json(version / "forecast.json", spec)
     _write_json(version / "kernel.json", {"program": "forecast", "params": {"spec": "forecast.json"}})
-    (repo / name / "config.pbtxt").write_text(_config(name, kinds, cfg, importance))
+    write_atomic(repo / name / "config.pbtxt", _config(name, kinds, cfg, importance))
     for kind in kinds:
         _single(repo, name, kind, spec, cfg, importance if kind == "gbm" else None)
     timings["build"] = time.perf_counter() - t0
-    summary = evaluate(Forecaster(version, spec, inside_version), series, cfg)
+    summary = evaluate(Forecaster(version, spec), series, cfg)
     summary.update(name=name, kinds=list(kinds), timings=timings, importance=importance or {},
                    arima=spec.get("arima"), config={k: v for k, v in cfg.__dict__.items() if k != "data_dir"},
                    data_dir=str(cfg.data_dir) if cfg.data_dir else None)
@@ -250,7 +248,7 @@ def _single(repo: Path, name: str, kind: str, spec: dict[str, Any], cfg: BuildCo
             shutil.copyfile(repo / name / "1" / f, target / f)
     _write_json(target / "forecast.json", one)
     _write_json(target / "kernel.json", {"program": "forecast", "params": {"spec": "forecast.json"}})
-    (target.parent / "config.pbtxt").write_text(_config(f"{name}_{kind}", (kind,), cfg, importance))
+    write_atomic(target.parent / "config.pbtxt", _config(f"{name}_{kind}", (kind,), cfg, importance))
 
 
 def clean_repository_model(repo: Path, name: str) -> None:

@@ -208,7 +208,6 @@ def main(argv: list[str] | None = None) -> int:
     import json
     from pathlib import Path
 
-    from infer.runtimes.kernel import inside_version
     from infer.tasks.forecast.data import default_data_dir, load_series
 
     ap = argparse.ArgumentParser(description=main.__doc__)
@@ -222,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads((version / "forecast.json").read_text())
     cfg = BuildConfig(data_dir=a.data or default_data_dir(), small=a.small, peer=a.peer)
     series = load_series(cfg.data_dir, small=cfg.small, seed=cfg.seed)
-    summary = evaluate(Forecaster(version, spec, inside_version), series, cfg)
+    summary = evaluate(Forecaster(version, spec), series, cfg)
     print(markdown(summary))
     return 0
 

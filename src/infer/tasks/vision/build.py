@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from infer.tasks.anomaly.build import _write_atomic
+from infer.tasks.files import write_atomic
 from infer.tasks.vision import classifier as clf
 from infer.tasks.vision.quality import write_quality_model
 
@@ -29,12 +29,11 @@ def write_classifier_model(repo: Path, name: str, onnx_file: Path, labels: list[
                            size: int = clf.SIZE, resize: int = clf.RESIZE, top_k: int = 5,
                            max_batch_size: int = 32) -> Path:
     version = repo / name / "1"
-    version.mkdir(parents=True, exist_ok=True)
-    _write_atomic(version / "model.onnx", Path(onnx_file).read_bytes())
-    _write_atomic(version / "labels.txt", ("\n".join(labels) + "\n").encode())
+    write_atomic(version / "model.onnx", Path(onnx_file).read_bytes())
+    write_atomic(version / "labels.txt", ("\n".join(labels) + "\n").encode())
     params = {"model": "model.onnx", "labels": "labels.txt", "mean": [float(x) for x in mean],
               "std": [float(x) for x in std], "size": size, "resize": resize, "top_k": top_k}
-    _write_atomic(version / "kernel.json", json.dumps({"program": "vision_classify", "params": params}).encode())
+    write_atomic(version / "kernel.json", json.dumps({"program": "vision_classify", "params": params}).encode())
     config = (f'name: "{name}"\nbackend: "kernel"\nmax_batch_size: {max_batch_size}\n'
               'input { name: "image" data_type: TYPE_STRING dims: [ 1 ] }\n'
               f'output {{ name: "labels" data_type: TYPE_STRING dims: [ {top_k} ] }}\n'
@@ -43,7 +42,7 @@ def write_classifier_model(repo: Path, name: str, onnx_file: Path, labels: list[
               'output { name: "size" data_type: TYPE_INT32 dims: [ 2 ] }\n'
               "dynamic_batching { max_queue_delay_microseconds: 2000 }\n"
               'parameters: { key: "infer.warmup" value: { string_value: "false" } }\n')
-    _write_atomic(repo / name / "config.pbtxt", config.encode())
+    write_atomic(repo / name / "config.pbtxt", config.encode())
     return repo / name
 
 
@@ -84,11 +83,11 @@ def build_search_model(repo: Path, images: dict[str, bytes], *, name: str = "vis
     version = repo / name / "1"
     version.mkdir(parents=True, exist_ok=True)
     for f in (params.get("model", "model.onnx"), params.get("labels", "labels.txt")):
-        _write_atomic(version / f, (source / f).read_bytes())
+        write_atomic(version / f, (source / f).read_bytes())
     with (version / "index.npz").open("wb") as out:
         np.savez(out, embeddings=np.concatenate(vectors), ids=np.array(ids, dtype=str))
     search = {**params, "index": "index.npz", "neighbours": min(neighbours, len(ids))}
-    _write_atomic(version / "kernel.json", json.dumps({"program": "vision_search", "params": search}).encode())
+    write_atomic(version / "kernel.json", json.dumps({"program": "vision_search", "params": search}).encode())
     k = search["neighbours"]
     config = (f'name: "{name}"\nbackend: "kernel"\nmax_batch_size: {batch * 2}\n'
               'input { name: "image" data_type: TYPE_STRING dims: [ 1 ] }\n'
@@ -97,7 +96,7 @@ def build_search_model(repo: Path, images: dict[str, bytes], *, name: str = "vis
               'output { name: "embedding" data_type: TYPE_FP32 dims: [ -1 ] }\n'
               "dynamic_batching { max_queue_delay_microseconds: 2000 }\n"
               'parameters: { key: "infer.warmup" value: { string_value: "false" } }\n')
-    _write_atomic(repo / name / "config.pbtxt", config.encode())
+    write_atomic(repo / name / "config.pbtxt", config.encode())
     return repo / name
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from infer.tasks.anomaly.build import _write_atomic
+from infer.tasks.files import write_atomic
 
 __all__ = ["write_quality_model"]
 
@@ -16,8 +16,7 @@ def write_quality_model(repo: Path, name: str = "vision_quality", *, min_side: i
     """Write ``name``: ``image`` BYTES in, the quality score and its parts out. ``min_side`` is the shorter side
     (pixels) below which the resolution component drops under 1."""
     version = repo / name / "1"
-    version.mkdir(parents=True, exist_ok=True)
-    _write_atomic(version / "kernel.json",
+    write_atomic(version / "kernel.json",
                   json.dumps({"program": "vision_quality", "params": {"min_side": min_side}}).encode())
     config = (f'name: "{name}"\nbackend: "kernel"\nmax_batch_size: {max_batch_size}\n'
               'input { name: "image" data_type: TYPE_STRING dims: [ 1 ] }\n'
@@ -27,5 +26,5 @@ def write_quality_model(repo: Path, name: str = "vision_quality", *, min_side: i
               'output { name: "size" data_type: TYPE_INT32 dims: [ 2 ] }\n'
               "dynamic_batching { }\n"
               'parameters: { key: "infer.warmup" value: { string_value: "false" } }\n')
-    _write_atomic(repo / name / "config.pbtxt", config.encode())
+    write_atomic(repo / name / "config.pbtxt", config.encode())
     return repo / name

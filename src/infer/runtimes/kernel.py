@@ -74,7 +74,12 @@ def _lazy(module: str, name: str) -> Callable[[], ProgramFactory]:
 
 for _module, _names in (("anomaly_programs", ("anomaly_features", "anomaly_streaming", "anomaly_scorer")),
                         ("forecast_program", ("forecast",)),
-                        ("vision_programs", ("vision_quality", "vision_classify", "vision_search"))):
+                        ("vision_programs", ("vision_quality", "vision_classify", "vision_search")),
+                        ("vision_detect", ("vision_detect",)),
+                        ("vision_ocr", ("vision_ocr",)),
+                        ("vision_pipeline", ("vision",)),
+                        ("nlp_programs", ("nlp_embed",)),
+                        ("nlp_text", ("nlp_language", "nlp_keywords", "nlp_topics"))):
     for _name in _names:
         register_program(_name, _lazy(_module, _name))
 

@@ -34,15 +34,18 @@ from infer.runtimes.images import decode_images, resize_crop
 from infer.runtimes.kernel import inside_version
 from infer.runtimes.onnx import cpu_session
 
-__all__ = ["ClassifyProgram", "QualityProgram", "SearchProgram", "vision_classify", "vision_quality", "vision_search"]
+__all__ = ["ClassifyProgram", "QualityProgram", "SearchProgram", "decode_request", "vision_classify", "vision_quality",
+           "vision_search"]
 
 _MEASURES = "_quality_measures"  # what prepare hands to the batch step in place of the encoded images
 _SIZES = "_image_sizes"
 
 
-def _decode(inputs: dict[str, Array]) -> list[NDArray[np.uint8]]:
+def decode_request(inputs: dict[str, Array]) -> list[NDArray[np.uint8]]:
     """The request's ``image`` input decoded (and taken out of ``inputs``: the batch step never sees encoded
-    files); each image's (height, width) is left in ``inputs`` for the ``size`` output."""
+    files); each image's (height, width) is left in ``inputs`` for the ``size`` output. Vision programs split
+    their ``prepare`` into this and ``prepare_images(images, inputs)``, so the ``vision`` pipeline decodes once
+    for all its tasks."""
     images = decode_images(np.asarray(inputs.pop("image"), dtype=object).reshape(-1))
     inputs[_SIZES] = np.array([im.shape[:2] for im in images], np.int32).reshape(-1, 2)
     return images
@@ -68,7 +71,10 @@ class QualityProgram:
         image.warm_up()
 
     def prepare(self, inputs: dict[str, Array]) -> None:
-        inputs[_MEASURES] = np.stack([self._image.quality_features(im) for im in _decode(inputs)])
+        self.prepare_images(decode_request(inputs), inputs)
+
+    def prepare_images(self, images: list[NDArray[np.uint8]], inputs: dict[str, Array]) -> None:
+        inputs[_MEASURES] = np.stack([self._image.quality_features(im) for im in images])
 
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         measures = np.asarray(inputs[_MEASURES], np.float64)
@@ -112,7 +118,10 @@ class ClassifyProgram:
         image.warm_up()
 
     def prepare(self, inputs: dict[str, Array]) -> None:
-        inputs[_PIXELS] = np.stack([resize_crop(im, self.resize, self.size) for im in _decode(inputs)])
+        self.prepare_images(decode_request(inputs), inputs)
+
+    def prepare_images(self, images: list[NDArray[np.uint8]], inputs: dict[str, Array]) -> None:
+        inputs[_PIXELS] = np.stack([resize_crop(im, self.resize, self.size) for im in images])
 
     def embed(self, inputs: Mapping[str, Array]) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
         """Class probabilities [N, C] and L2-normalised embeddings [N, D] of a prepared batch (one ONNX call)."""

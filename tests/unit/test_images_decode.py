@@ -60,3 +60,19 @@ def test_resize_crop_keeps_the_centre_at_the_requested_size() -> None:
     assert out[:, 112].min() == 255 and out[:, 20].max() == 0 and out[:, 200].max() == 0
     small = resize_crop(np.zeros((10, 12, 3), np.uint8), 256, 224)
     assert small.shape == (224, 224, 3)
+
+
+@pytest.mark.parametrize(("orientation", "turned"), [(1, False), (6, True), (8, True), (3, False)])
+def test_exif_orientation_is_applied(orientation: int, turned: bool) -> None:
+    """A phone photo stored sideways with an EXIF orientation tag comes out upright, as viewers show it."""
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = 255  # left half white
+    img = Image.fromarray(pixels)
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", exif=exif)
+    out = decode_image(buf.getvalue())
+    assert out.shape == ((40, 20, 3) if turned else (20, 40, 3))
+    if orientation == 3:  # rotated 180 degrees: the white half is now on the right
+        assert out[:, 30].min() == 255 and out[:, 5].max() == 0

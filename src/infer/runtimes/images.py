@@ -23,14 +23,16 @@ MAX_PIXELS: Final = 64 * 1024 * 1024  # 64 megapixels: an 8k x 8k image fits, a 
 
 
 def decode_image(data: bytes, where: str = "input 'image'") -> NDArray[np.uint8]:
-    """One encoded image -> uint8 [H, W, 3] RGB (greyscale, palette and alpha images are converted)."""
-    from PIL import Image, UnidentifiedImageError
+    """One encoded image -> uint8 [H, W, 3] RGB (greyscale, palette and alpha images are converted), turned
+    upright as its EXIF orientation tag says (phone photos)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise InvalidArgument(f"{where}: {img.width}x{img.height} exceeds {MAX_PIXELS} pixels")
             rgb = img.convert("RGB")  # decodes the whole file: truncation shows here
+            rgb = ImageOps.exif_transpose(rgb) if img.getexif().get(0x0112, 1) != 1 else rgb  # camera rotation
             return np.asarray(rgb, dtype=np.uint8)
     except InvalidArgument:
         raise

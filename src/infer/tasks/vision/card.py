@@ -97,7 +97,7 @@ generic YOLO program (`vision_detect`: any YOLOv5/v8-layout ONNX with its labels
 padding, class-aware NMS (numba); the verdict is "unsafe" when an exposed-genitalia, -breast, -buttocks or
 -anus candidate scores >= 0.5 (taken before NMS, so suppression cannot hide one).
 
-There is no labelled moderation set offline; on the {len(ev['photos'])} package photos and their mirrors:
+There is no labelled moderation set offline; on {len(ev['photos']) // 2} package photos and their mirror images:
 
 - verdicts: {len(verdicts) - len(unsafe)} of {len(verdicts)} safe{_listed(' (unsafe: ', unsafe, ')')};
   detections: {'; '.join(faces) or 'none'}.

@@ -79,7 +79,11 @@ for _module, _names in (("anomaly_programs", ("anomaly_features", "anomaly_strea
                         ("vision_ocr", ("vision_ocr",)),
                         ("vision_pipeline", ("vision",)),
                         ("nlp_programs", ("nlp_embed",)),
-                        ("nlp_text", ("nlp_language", "nlp_keywords", "nlp_topics"))):
+                        ("nlp_text", ("nlp_language", "nlp_keywords", "nlp_topics")),
+                        ("nlp_heads", ("nlp_classify",)),
+                        ("nlp_search", ("nlp_similarity", "nlp_search", "nlp_summarize")),
+                        ("nlp_entities", ("nlp_entities",)),
+                        ("nlp_pipeline", ("nlp",))):
     for _name in _names:
         register_program(_name, _lazy(_module, _name))
 

@@ -34,12 +34,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from infer.core.types import DataType, TensorSpec
-from infer.errors import InvalidArgument
 from infer.runtimes.base import Array
 from infer.runtimes.kernel import inside_version
 from infer.runtimes.onnx import cpu_session
+from infer.runtimes.texts import decode_request
 
-__all__ = ["BUCKETS", "MAX_LENGTH", "EmbedProgram", "bucket_widths", "decode_texts", "encoder_feeds", "load_tokenizer",
+__all__ = ["BUCKETS", "MAX_LENGTH", "EmbedProgram", "bucket_widths", "encoder_feeds", "load_tokenizer",
            "nlp_embed", "tokenize"]
 
 MAX_LENGTH: Final = 256
@@ -60,20 +60,6 @@ def load_tokenizer(path: Path, max_length: int) -> Any:
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
     return tokenizer
-
-
-def decode_texts(values: Array, name: str = "text") -> list[str]:
-    """A BYTES tensor's elements as text; InvalidArgument names the first element that is not UTF-8."""
-    texts: list[str] = []
-    for i, v in enumerate(np.asarray(values, dtype=object).reshape(-1)):
-        if isinstance(v, str):
-            texts.append(v)
-            continue
-        try:
-            texts.append(bytes(v).decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise InvalidArgument(f"input '{name}'[{i}]: not valid UTF-8 (byte {e.start})") from None
-    return texts
 
 
 def bucket_widths(buckets: Iterable[int], max_length: int) -> tuple[int, ...]:
@@ -141,7 +127,9 @@ class EmbedProgram:
 
     def prepare(self, inputs: dict[str, Array]) -> None:
         """Decode and tokenize one request (the texts leave ``inputs``: the batch step sees token ids only)."""
-        texts = decode_texts(inputs.pop("text"))
+        self.prepare_texts(decode_request(inputs), inputs)
+
+    def prepare_texts(self, texts: list[str], inputs: dict[str, Array]) -> None:
         inputs[_IDS], inputs[_COUNTS], inputs[_TRUNCATED] = tokenize(self.tokenizer, texts, self.widths)
 
     def batch_key(self, inputs: Mapping[str, Array]) -> Hashable:

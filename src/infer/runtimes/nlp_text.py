@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,31 +32,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from infer.core.types import DataType, TensorSpec
-from infer.errors import InvalidArgument
 from infer.runtimes.base import Array
 from infer.runtimes.kernel import inside_version
+from infer.runtimes.texts import decode_request
 from kernels import text as kt
 
-__all__ = ["KeywordsProgram", "LanguageProgram", "TopicsProgram", "decode_texts", "nlp_keywords", "nlp_language",
+__all__ = ["KeywordsProgram", "LanguageProgram", "TopicsProgram", "nlp_keywords", "nlp_language",
            "nlp_topics"]
 
 _TEXT = (TensorSpec("text", DataType.BYTES, (-1, 1)),)
 _PREPARED = "_texts"  # what prepare hands the batch step: one object element per text
-
-
-def decode_texts(values: Iterable[object], name: str = "text") -> list[str]:
-    """Every element of a BYTES tensor as text; the first that is not UTF-8 raises InvalidArgument naming it."""
-    out = []
-    for i, v in enumerate(values):
-        if isinstance(v, bytes):
-            try:
-                out.append(v.decode("utf-8"))
-            except UnicodeDecodeError as e:
-                raise InvalidArgument(f"input '{name}'[{i}]: not valid UTF-8 (byte 0x{v[e.start]:02x} at offset "
-                                      f"{e.start}: {e.reason})") from None
-        else:
-            out.append(str(v))
-    return out
 
 
 def _objects(items: Sequence[object]) -> NDArray[np.object_]:
@@ -64,10 +49,6 @@ def _objects(items: Sequence[object]) -> NDArray[np.object_]:
     for i, x in enumerate(items):  # element by element: equal-length arrays must not become a 2-D array
         arr[i] = x
     return arr
-
-
-def _request_texts(inputs: dict[str, Array]) -> list[str]:
-    return decode_texts(np.asarray(inputs.pop("text"), dtype=object).reshape(-1))
 
 
 class LanguageProgram:
@@ -95,9 +76,12 @@ class LanguageProgram:
         kt.warm_up()
 
     def prepare(self, inputs: dict[str, Array]) -> None:
+        self.prepare_texts(decode_request(inputs), inputs)
+
+    def prepare_texts(self, texts: list[str], inputs: dict[str, Array]) -> None:
         """py3langid's normalisation: an all-uppercase text lowercased, then NFC, as UTF-8."""
         inputs[_PREPARED] = _objects([unicodedata.normalize("NFC", t.lower() if t.isupper() else t).encode()
-                                      for t in _request_texts(inputs)])
+                                      for t in texts])
 
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         texts = inputs[_PREPARED]
@@ -141,13 +125,13 @@ class _Tfidf:
             raise ValueError("tfidf.npz: one IDF per distinct vocabulary term needed")
         kt.warm_up()
 
-    def term_ids(self, inputs: dict[str, Array]) -> None:
+    def term_ids(self, texts: list[str], inputs: dict[str, Array]) -> None:
         """``prepare``: each text's known terms (with repeats) as int32 ids."""
         vocab, stop, n = self.vocabulary, self.stop_words, self.ngram_max
         analyze = kt.analyze
         inputs[_PREPARED] = _objects([
             np.array([i for i in map(vocab.get, analyze(t, stop, n)) if i is not None], np.int32)
-            for t in _request_texts(inputs)])
+            for t in texts])
 
     def rows(self, inputs: Mapping[str, Array]) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float32]]:
         """The batch's L2-normalised TF-IDF rows (CSR)."""
@@ -175,7 +159,10 @@ class KeywordsProgram:
                                                  TensorSpec("keyword_scores", DataType.FP32, (-1, self.top_k)))
 
     def prepare(self, inputs: dict[str, Array]) -> None:
-        self._tfidf.term_ids(inputs)
+        self.prepare_texts(decode_request(inputs), inputs)
+
+    def prepare_texts(self, texts: list[str], inputs: dict[str, Array]) -> None:
+        self._tfidf.term_ids(texts, inputs)
 
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         indptr, ids, values = self._tfidf.rows(inputs)
@@ -210,7 +197,10 @@ class TopicsProgram:
                                                  TensorSpec("topic_weights", DataType.FP32, (-1, k)))
 
     def prepare(self, inputs: dict[str, Array]) -> None:
-        self._tfidf.term_ids(inputs)
+        self.prepare_texts(decode_request(inputs), inputs)
+
+    def prepare_texts(self, texts: list[str], inputs: dict[str, Array]) -> None:
+        self._tfidf.term_ids(texts, inputs)
 
     def weights(self, inputs: Mapping[str, Array]) -> NDArray[np.float64]:
         xht = kt.csr_dot(*self._tfidf.rows(inputs), self.components_t)

@@ -81,5 +81,5 @@ def test_missing_or_broken_parts(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="min_side"):
         write_pipeline_model(tmp_path, "vision")
     assert not (tmp_path / "vision").exists() and not (tmp_path / ".vision.writing").exists()
-    with pytest.raises(ValueError, match="unknown vision task"):
+    with pytest.raises(ValueError, match="unknown task"):
         VisionPipeline(tmp_path, {"tasks": {"colour": "x"}})

@@ -270,6 +270,8 @@ def _cmd_models_build(a: argparse.Namespace) -> int:
     home = name
     if a.family == "forecast":
         card, table = _build_forecast(repo, name, a)
+    elif a.family == "nlp":
+        card, table = _build_nlp(repo, name, a)
     elif a.family == "vision":
         from infer.tasks.vision.build import build_vision
         from infer.tasks.vision.card import model_card
@@ -292,6 +294,19 @@ def _cmd_models_build(a: argparse.Namespace) -> int:
     print(table)
     print(f"wrote {name} and its stage models into {repo} (model card: {repo / home / 'MODEL_CARD.md'})")
     return 0
+
+
+def _build_nlp(repo: Path, name: str, a: argparse.Namespace) -> tuple[str, str]:
+    from infer.tasks.nlp.build import build_nlp
+    from infer.tasks.nlp.card import model_card
+    from infer.tasks.nlp.text import default_data_dir
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    data = None if a.no_data else (a.data or default_data_dir())
+    summary = build_nlp(repo, name, data_dir=data, small=a.small)
+    (repo / name / "metrics.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    card = model_card(summary)
+    return card, card[card.index("\n## "):card.index("## Limits")]
 
 
 def _build_forecast(repo: Path, name: str, a: argparse.Namespace) -> tuple[str, str]:
@@ -358,16 +373,19 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--token", default=os.environ.get("INFER_TOKEN", ""), help="bearer token (or $INFER_TOKEN)")
     ml.set_defaults(fn=_cmd_models)
     mb = msub.add_parser("build", help="Train, evaluate and write a model family into a repository.")
-    mb.add_argument("family", choices=["anomaly", "forecast", "vision"])
+    mb.add_argument("family", choices=["anomaly", "forecast", "vision", "nlp"])
     mb.add_argument("--path", type=Path, help="repository (default: the embedded default repository's place)")
     mb.add_argument("--name", help="model name (default: the family; stage and per-kind models get it as a prefix)")
     mb.add_argument("--card", type=Path, help="also write the model card here")
     mb.add_argument("--seed", type=int, default=0)
     mb.add_argument("--events", type=int, default=60_000, help="anomaly: training events (validation, test: half)")
     mb.add_argument("--users", type=int, default=50, help="anomaly: users in the generated streams")
-    mb.add_argument("--data", type=Path, help="forecast: the M4/ETT directory (default: ../shared/data/forecast)")
-    mb.add_argument("--no-data", action="store_true", help="forecast: package and generated series only")
-    mb.add_argument("--small", action="store_true", help="forecast: a few series, fewer trees and epochs")
+    mb.add_argument("--data", type=Path, help="forecast: the M4/ETT directory (default: ../shared/data/forecast); "
+                    "nlp: the data root holding nlp/sst2, nlp/clinc150, nlp/agnews (default: ../shared/data)")
+    mb.add_argument("--no-data", action="store_true", help="forecast: package and generated series only; nlp: no "
+                    "labelled sets (no classification heads; keywords and topics on a corpus Python ships)")
+    mb.add_argument("--small", action="store_true", help="forecast: a few series, fewer trees and epochs; nlp: "
+                    "subsampled training sets")
     mb.add_argument("--no-peer", action="store_true", help="forecast: skip statsforecast's AutoETS/AutoARIMA")
     mb.set_defaults(fn=_cmd_models_build)
     mi = msub.add_parser("index", help="Index a folder of images for the vision_search model.")

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 # Bump when a builder's output changes, so that existing default repositories are rebuilt.
-REPOSITORY_VERSION: Final = 7
+REPOSITORY_VERSION: Final = 8
 MARKER: Final = ".infer-default-repository.json"
 
 
@@ -58,9 +58,20 @@ def _vision(repo: Path) -> list[str]:
     return sorted(p.name for p in repo.iterdir() if p.is_dir() and p.name.startswith("vision"))
 
 
+def _nlp(repo: Path) -> list[str]:
+    """The NLP family without labelled data (a user's machine has none): keywords and topics fitted on a corpus
+    Python ships; language identification with py3langid installed; the sentence encoder, similarity and
+    summaries with the ``nlp`` and ``torch`` extras; entities with the ``ner`` extra; ``nlp``, the pipeline.
+    The classification heads need the labelled sets: ``infer models build nlp --data DIR``."""
+    from infer.tasks.nlp.build import build_nlp
+
+    build_nlp(repo, "nlp", data_dir=None, evaluate=False)
+    return sorted(p.name for p in repo.iterdir() if p.is_dir() and p.name.startswith("nlp"))
+
+
 # family -> function writing its models into the repository and returning their names
 DEFAULT_BUILDERS: dict[str, Callable[[Path], list[str]]] = {"anomaly": _anomaly, "forecast": _forecast,
-                                                            "vision": _vision}
+                                                            "vision": _vision, "nlp": _nlp}
 
 
 def build_default_repository(path: Path) -> list[str]:

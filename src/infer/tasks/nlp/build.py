@@ -94,6 +94,13 @@ def build_nlp(repo: Path, name: str = "nlp", *, data_dir: Path | None = None, ev
         summary["encoder"] = _build_encoder(repo, name, texts)
         summary["models"] += [f"{name}_embed", f"{name}_embed_fp32"]
         summary |= _build_search(repo, name, data_dir if evaluate and nlp_data else None, small)
+        if nlp_data is not None:  # the heads need the labelled sets
+            from infer.tasks.nlp import heads
+
+            summary["heads"] = heads.build_heads(repo, f"{name}_embed", data_dir, name=f"{name}_classify",
+                                                 small=small)
+            summary["heads_card"] = heads.model_card_section(summary["heads"])
+            summary["models"].append(f"{name}_classify")
     summary["models"] += summary.pop("models_search", [])
     if _installed("py3langid"):
         text.write_language_model(repo, f"{name}_language")

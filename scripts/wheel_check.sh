@@ -17,5 +17,7 @@ for _ in $(seq 1 300); do [ -f "$work/ports.json" ] && break; sleep 0.2; done
 port=$("$work/venv/bin/python" -c "import json; print(json.load(open('$work/ports.json'))['grpc'])")
 "$work/venv/bin/infer" probe --address "127.0.0.1:$port" --service model/anomaly
 "$work/venv/bin/infer" probe --address "127.0.0.1:$port" --service model/forecast
+"$work/venv/bin/infer" probe --address "127.0.0.1:$port" --service model/vision
+"$work/venv/bin/infer" probe --address "127.0.0.1:$port" --service model/nlp
 kill -TERM "$pid"; wait "$pid"
 echo "wheel check passed"

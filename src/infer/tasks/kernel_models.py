@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from infer.core.types import DataType, TensorSpec
 from infer.tasks.files import write_atomic
 
-__all__ = ["kernel_config", "write_task_pipeline"]
+__all__ = ["kernel_config", "staged_model", "write_task_pipeline"]
 
 
 def kernel_config(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], *,
@@ -29,6 +30,21 @@ def kernel_config(name: str, inputs: tuple[TensorSpec, ...], outputs: tuple[Tens
             + 'parameters: { key: "infer.warmup" value: { string_value: "false" } }\n')
 
 
+@contextlib.contextmanager
+def staged_model(repo: Path, name: str) -> Iterator[Path]:
+    """A model directory written beside its place (``repo/.{name}.writing``): renamed over ``repo/name`` when the
+    block ends, removed when it raises, so a model that fails its load check leaves nothing behind."""
+    staging = Path(repo) / f".{name}.writing"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(Path(repo) / name, ignore_errors=True)
+    staging.rename(Path(repo) / name)
+
+
 def write_task_pipeline(repo: Path, name: str, program: str, parts: Mapping[str, str], *,
                         max_batch_size: int = 16) -> Path:
     """Write ``name``, a ``program`` pipeline of the repository's models in ``parts`` (task -> model; version 1 of
@@ -39,10 +55,8 @@ def write_task_pipeline(repo: Path, name: str, program: str, parts: Mapping[str,
     present = {task: model for task, model in parts.items() if (repo / model / "1" / "kernel.json").is_file()}
     if not present:
         raise ValueError(f"none of {sorted(parts.values())} is in {repo}")
-    staging = repo / f".{name}.writing"
-    shutil.rmtree(staging, ignore_errors=True)
-    version = staging / "1"
-    try:
+    with staged_model(repo, name) as staging:
+        version = staging / "1"
         for task, model in present.items():
             shutil.copytree(repo / model / "1", version / task)
         params = {"tasks": {task: task for task in present}}
@@ -50,9 +64,4 @@ def write_task_pipeline(repo: Path, name: str, program: str, parts: Mapping[str,
         pipeline = PROGRAMS[program]()(version, params)
         config = kernel_config(name, pipeline.inputs, pipeline.outputs, max_batch_size=max_batch_size)
         write_atomic(staging / "config.pbtxt", config.encode())
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(repo / name, ignore_errors=True)
-    staging.rename(repo / name)
     return repo / name

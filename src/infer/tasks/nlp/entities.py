@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from infer.tasks.files import write_atomic
-from infer.tasks.kernel_models import kernel_config
+from infer.tasks.kernel_models import kernel_config, staged_model
 
 __all__ = ["MODEL_PACKAGES", "evaluate_entities", "installed_model_dir", "write_entities_model"]
 
@@ -87,11 +87,9 @@ def write_entities_model(repo: Path, name: str = "nlp_entities", model_dir: Path
 
     source = Path(model_dir) if model_dir is not None else installed_model_dir()
     meta = json.loads((source / "meta.json").read_text()) if (source / "meta.json").is_file() else {}
-    staging = repo / f".{name}.writing"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        from importlib.metadata import version as installed_version
+    from importlib.metadata import version as installed_version
 
+    with staged_model(repo, name) as staging:
         _copy_pipeline(source, staging / "1" / "pipeline", pipes)
         params = {"pipeline": "pipeline", "pipes": list(pipes), "max_entities": max_entities,
                   "batch_size": batch_size, "max_chars": 100_000,
@@ -103,11 +101,6 @@ def write_entities_model(repo: Path, name: str = "nlp_entities", model_dir: Path
         program = EntitiesProgram(staging / "1", params)
         write_atomic(staging / "config.pbtxt",
                      kernel_config(name, program.inputs, program.outputs, max_batch_size=max_batch_size))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(repo / name, ignore_errors=True)
-    staging.rename(repo / name)
     return repo / name
 
 

@@ -341,10 +341,9 @@ def build_heads(repo: Path, encoder_model: str = "nlp_embed", data_dir: Path | N
     (its files copied) with the heads, an ``nlp_classify`` program. Heads are fitted on the FP32 encoder
     (``fp32_model``, default ``<encoder_model>_fp32``, when ``encoder_model`` is INT8) and evaluated on every
     encoder found; returns what was measured. ``small``: a few hundred rows per set, one ``C`` (tests)."""
-    import shutil
 
     from infer.runtimes.nlp_heads import ClassifyProgram
-    from infer.tasks.kernel_models import kernel_config
+    from infer.tasks.kernel_models import kernel_config, staged_model
     from infer.tasks.nlp.text import default_data_dir
 
     t0 = time.perf_counter()
@@ -373,9 +372,7 @@ def build_heads(repo: Path, encoder_model: str = "nlp_embed", data_dir: Path | N
                                   "test": len(data.test_y), "embed_train_s": t2 - t1,
                                   "embed_test_s": time.perf_counter() - t3, **info}
         references[head] = model.predict_proba(tests[head][fit_on.precision])
-    staging = repo / f".{name}.writing"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with staged_model(repo, name) as staging:
         params = _write(staging, served, written)
         program = ClassifyProgram(staging / "1", params)
         write_atomic(staging / "config.pbtxt",
@@ -384,11 +381,6 @@ def build_heads(repo: Path, encoder_model: str = "nlp_embed", data_dir: Path | N
             summary["heads"][h.name].update(_evaluate(h, sets[h.name], tests[h.name]))
             (probs,) = h.session.run(["probabilities"], {"embedding": tests[h.name][fit_on.precision]})
             summary["heads"][h.name]["onnx_vs_sklearn_max_abs"] = float(np.abs(probs - references[h.name]).max())
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(repo / name, ignore_errors=True)
-    staging.rename(repo / name)
     summary["build_s"] = time.perf_counter() - t0
     return summary
 

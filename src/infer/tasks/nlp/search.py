@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from infer.tasks.files import write_atomic
+from infer.tasks.kernel_models import kernel_config, staged_model
 
 __all__ = ["build_text_index", "evaluate_search", "evaluate_summaries", "index_folder", "read_texts",
            "write_similarity_model", "write_summarize_model"]
@@ -49,15 +50,11 @@ def _write_model(repo: Path, name: str, program: str, encoder: str, params: dict
                  max_batch_size: int) -> Path:
     """Write ``repo/name`` (version 1): the encoder's files, ``files``, and ``kernel.json`` running ``program``
     with the encoder's parameters updated by ``params``; config.pbtxt from the loaded program's tensors."""
-    from infer.tasks.vision.pipeline import kernel_config
-
     if max_batch_size < 1:
         raise ValueError("max_batch_size must be positive")
     source, enc = _encoder(repo, encoder)
-    staging = Path(repo) / f".{name}.writing"
-    shutil.rmtree(staging, ignore_errors=True)
-    version = staging / "1"
-    try:
+    with staged_model(repo, name) as staging:
+        version = staging / "1"
         for key, default in (("model", "model.onnx"), ("tokenizer", "tokenizer.json")):
             write_atomic(version / str(enc.get(key, default)), (source / str(enc.get(key, default))).read_bytes())
         for f, data in files.items():
@@ -67,11 +64,6 @@ def _write_model(repo: Path, name: str, program: str, encoder: str, params: dict
         loaded = loader(version, merged)
         write_atomic(staging / "config.pbtxt",
                      kernel_config(name, loaded.inputs, loaded.outputs, max_batch_size=max_batch_size))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(Path(repo) / name, ignore_errors=True)
-    staging.rename(Path(repo) / name)
     return Path(repo) / name
 
 

@@ -14,6 +14,7 @@ Modules (imported on demand, so ``import kernels`` stays cheap):
 ``kernels.detect``            object detection: letterbox geometry, YOLO (v5 and v8 layouts) decoding, batched
                               class-aware non-maximum suppression.
 ``kernels.ocr``               text detection and recognition: boxes from the DB probability map, CTC decoding.
+``kernels.ranking``           the k best of each row, ties to the lower index (search, top-k labels).
 ``kernels.text``              text: the language identifier's byte automaton and naive Bayes scores, TF-IDF
                               terms and keywords, NMF topic projection.
 ``kernels._cuda``             ``numba.cuda`` variants, built on first use; ``numba.cuda`` is only imported
@@ -27,4 +28,4 @@ model load), not cached on disk: numba's cache only notices edits to the file th
 to the kernels it calls from another module, and a wheel's site-packages may be read-only.
 """
 
-__all__ = ["anomaly_features", "detect", "forecast", "image", "ocr", "streaming", "text"]
+__all__ = ["anomaly_features", "detect", "forecast", "image", "ocr", "ranking", "streaming", "text"]

@@ -20,7 +20,6 @@ from infer.runtimes.nlp_search import (
     join_sentences,
     pagerank,
     split_sentences,
-    top_k,
 )
 from infer.tasks.nlp.encoder import write_encoder_model
 from infer.tasks.nlp.search import (
@@ -30,6 +29,7 @@ from infer.tasks.nlp.search import (
     write_similarity_model,
     write_summarize_model,
 )
+from kernels.ranking import top_k
 
 
 def _sentences(text: str) -> list[str]:

@@ -51,9 +51,10 @@ from infer.runtimes.base import Array
 from infer.runtimes.kernel import inside_version
 from infer.runtimes.nlp_programs import EmbedProgram, tokenize
 from infer.runtimes.texts import decode_request
+from kernels.ranking import top_k
 
 __all__ = ["DAMPING", "Document", "SearchProgram", "SimilarityProgram", "SummarizeProgram", "join_sentences",
-           "nlp_search", "nlp_similarity", "nlp_summarize", "pagerank", "split_sentences", "top_k"]
+           "nlp_search", "nlp_similarity", "nlp_summarize", "pagerank", "split_sentences"]
 
 DAMPING: Final = 0.85
 _TEXT = TensorSpec("text", DataType.BYTES, (-1, 1))
@@ -164,20 +165,6 @@ def join_sentences(text: str, spans: Sequence[tuple[int, int]]) -> str:
 
 
 # --- ranking -----------------------------------------------------------------------------------------------------
-
-def top_k(similarity: NDArray[np.floating[Any]], k: int) -> I64:
-    """Column indices ``[N, k]`` of each row's ``k`` largest values, largest first; among equal values the lower
-    index first (partition first: O(M) a row, then a sort of ``k``)."""
-    n, m = similarity.shape
-    k = min(k, m)
-    if k < m:
-        part = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-    else:
-        part = np.broadcast_to(np.arange(m), (n, m))
-    values = np.take_along_axis(similarity, part, axis=1)
-    order = np.lexsort((part, -values), axis=1)
-    return np.take_along_axis(part, order, axis=1).astype(np.int64)
-
 
 def pagerank(weights: NDArray[np.floating[Any]], sizes: NDArray[np.integer[Any]], *, damping: float = DAMPING,
              tol: float = 1e-8, max_iter: int = 200) -> F64:

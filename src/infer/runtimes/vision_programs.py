@@ -33,6 +33,7 @@ from infer.runtimes.base import Array
 from infer.runtimes.images import decode_images, resize_crop
 from infer.runtimes.kernel import inside_version
 from infer.runtimes.onnx import cpu_session
+from kernels.ranking import top_k
 
 __all__ = ["ClassifyProgram", "QualityProgram", "SearchProgram", "decode_request", "vision_classify", "vision_quality",
            "vision_search"]
@@ -136,7 +137,7 @@ class ClassifyProgram:
 
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         probs, embedding = self.embed(inputs)
-        top = np.argsort(-probs, axis=1, kind="stable")[:, :self.top_k]
+        top = top_k(probs, self.top_k)
         return {"labels": self.labels[top], "scores": np.take_along_axis(probs, top, axis=1).astype(np.float32),
                 "embedding": embedding, "size": np.asarray(inputs[_SIZES], np.int32)}
 
@@ -166,9 +167,7 @@ class SearchProgram(ClassifyProgram):
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         _, embedding = self.embed(inputs)
         sim = embedding @ self.index.T
-        k = self.neighbours
-        part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else np.tile(np.arange(k), (len(sim), 1))
-        order = np.take_along_axis(part, np.argsort(-np.take_along_axis(sim, part, axis=1), axis=1, kind="stable"), 1)
+        order = top_k(sim, self.neighbours)
         return {"neighbours": self.ids[order], "similarity": np.take_along_axis(sim, order, axis=1).astype(np.float32),
                 "embedding": embedding}
 

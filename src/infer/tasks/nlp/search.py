@@ -230,7 +230,7 @@ def _tfidf_textrank(program: Any, sentences: list[list[str]]) -> list[NDArray[np
 
 
 def _pick(scores: NDArray[np.floating[Any]], k: int) -> NDArray[np.int64]:
-    from infer.runtimes.nlp_search import top_k
+    from kernels.ranking import top_k
 
     return np.sort(top_k(np.asarray(scores, np.float64)[None, :], k)[0])
 

@@ -265,6 +265,28 @@ async def served_rate(address: str, payloads: list[bytes], concurrency: int, war
     return {"requests_per_s": len(lat) / took, "p50_ms": p50, "p99_ms": p99, "errors": dict(errors)}
 
 
+def rate_table(points: list[dict[str, Any]], rate: str, item: str) -> str:
+    """The per-family throughput scripts' table: one row per (model, path, items a request, concurrency), each
+    run's ``rate`` (e.g. ``images_per_s``), p50/p99 of the served points, and served / in process: the mean rate
+    against the model's in-process points of the same size (or of any size where none match)."""
+    lines = [f"| model | path | {item}/request | c | {item}/s (each run) | p50 ms | p99 ms | served / in process |",
+             "|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(p["model"], p["kind"], p["size"], p["concurrency"]) for p in points},
+                  key=lambda k: (k[0], k[1] != "served", k[2], k[3]))
+    for key in keys:
+        ps = [p for p in points if (p["model"], p["kind"], p["size"], p["concurrency"]) == key]
+        own = [p for p in points if p["model"] == key[0] and p["kind"] == "in process"]
+        base = [p[rate] for p in own if p["size"] == key[2]] or [p[rate] for p in own]
+        mean = float(np.mean([p[rate] for p in ps]))
+        served = key[1] == "served"
+        ratio = f"{mean / float(np.mean(base)):.2f}" if base and served else ""
+        p50 = f"{np.mean([p['p50_ms'] for p in ps]):.1f}" if served else ""
+        p99 = f"{np.mean([p['p99_ms'] for p in ps]):.1f}" if served else ""
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | " + " / ".join(f"{p[rate]:,.0f}" for p in ps)
+                     + f" | {p50} | {p99} | {ratio} |")
+    return "\n".join(lines)
+
+
 def run_points(doc: str | None, default_out: Path,
                measure: Callable[[argparse.Namespace], Coroutine[Any, Any, list[dict[str, Any]]]],
                markdown: Callable[[list[dict[str, Any]]], str],

@@ -29,7 +29,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 import numpy as np  # noqa: E402
-from anomaly_pipeline import Server, run_points, served_rate  # noqa: E402  (this folder is first on sys.path)
+from anomaly_pipeline import Server, rate_table, run_points, served_rate  # noqa: E402  (this folder is first on sys.path)
 
 from infer._proto import grpc_service_pb2 as pb  # noqa: E402
 
@@ -93,21 +93,7 @@ def build(repo: Path) -> None:
 
 
 def markdown(points: list[dict[str, Any]]) -> str:
-    lines = ["| model | path | series/request | c | series/s (each run) | p50 ms | p99 ms | served / in process |",
-             "|---|---|---|---|---|---|---|---|"]
-    keys = sorted({(p["model"], p["kind"], p["size"], p["concurrency"]) for p in points},
-                  key=lambda k: (k[0], k[1] != "served", k[2], k[3]))
-    for key in keys:
-        ps = [p for p in points if (p["model"], p["kind"], p["size"], p["concurrency"]) == key]
-        base = [p["series_per_s"] for p in points
-                if (p["model"], p["kind"], p["size"]) == (key[0], "in process", key[2])]
-        mean = float(np.mean([p["series_per_s"] for p in ps]))
-        ratio = f"{mean / float(np.mean(base)):.2f}" if base and key[1] == "served" else ""
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | "
-                     + " / ".join(f"{p['series_per_s']:,.0f}" for p in ps)
-                     + f" | {np.mean([p['p50_ms'] for p in ps]):.2f} | {np.mean([p['p99_ms'] for p in ps]):.2f}"
-                     + f" | {ratio} |")
-    return "\n".join(lines)
+    return rate_table(points, "series_per_s", "series")
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:

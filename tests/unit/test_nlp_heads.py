@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from fixtures import write_toy_encoder
 from sklearn.linear_model import LogisticRegression
 
 from infer.errors import InvalidArgument
@@ -27,25 +26,9 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def _toy_encoder(path: Path) -> None:
-    """The attention-masked mean of a fixed random vector per token id, L2-normalised like the real encoder."""
+    """The attention-masked sum of a fixed random vector per token id, L2-normalised like the real encoder."""
     table = np.random.default_rng(0).normal(size=(len(WORDS), WIDTH)).astype(np.float32)
-    nodes = [
-        helper.make_node("Gather", ["table", "input_ids"], ["vectors"]),
-        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["maskf", "two"], ["mask3"]),
-        helper.make_node("Mul", ["vectors", "mask3"], ["masked"]),
-        helper.make_node("ReduceSum", ["masked", "one"], ["total"], keepdims=0),
-        helper.make_node("LpNormalization", ["total"], ["embedding"], axis=1, p=2),
-    ]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
-              for n in ("input_ids", "attention_mask")]
-    graph = helper.make_graph(
-        nodes, "toy", inputs, [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", WIDTH])],
-        initializer=[numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1], np.int64), "one"),
-                     numpy_helper.from_array(np.array([2], np.int64), "two")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
+    write_toy_encoder(path, table, normalise=True)
 
 
 def _toy_tokenizer(path: Path) -> None:

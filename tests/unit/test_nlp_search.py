@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fixtures import write_toy_encoder
 
 from infer.errors import InvalidArgument
 from infer.runtimes.nlp_search import (
@@ -134,8 +135,6 @@ def _fake_encoder(directory: Path) -> tuple[Path, Path]:
     """A word-level tokenizer (``[CLS] ... [SEP]``, lower-cased, whitespace and punctuation split) and an ONNX graph:
     the L2-normalised sum of one vector per token. Sport words point one way, money words another, every other
     word (``[UNK]``) and the special tokens nearly nowhere."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
 
@@ -155,21 +154,7 @@ def _fake_encoder(directory: Path) -> tuple[Path, Path]:
     for axis, words in enumerate(WORDS.values()):
         for w in words:
             table[vocab[w], axis] += 1.0
-    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["vectors"]),
-             helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
-             helper.make_node("Unsqueeze", ["maskf", "two"], ["mask3"]),
-             helper.make_node("Mul", ["vectors", "mask3"], ["masked"]),
-             helper.make_node("ReduceSum", ["masked", "one"], ["summed"], keepdims=0),
-             helper.make_node("LpNormalization", ["summed"], ["embedding"], axis=1, p=2)]
-    graph = helper.make_graph(
-        nodes, "fake_encoder",
-        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in ("input_ids",
-                                                                                              "attention_mask")],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", DIM])],
-        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([2], np.int64), "two"),
-         numpy_helper.from_array(np.array([1], np.int64), "one")])
-    model = directory / "model.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(model))
+    model = write_toy_encoder(directory / "model.onnx", table, normalise=True)
     return model, tokenizer
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from infer.core.types import DataType, TensorSpec
 from infer.runtimes.base import Array
 from infer.runtimes.task_pipeline import TaskPipeline
-from infer.runtimes.vision_programs import decode_request
+from infer.runtimes.vision_programs import IMAGE_SIZES, decode_request
 
 __all__ = ["RENAMES", "VisionPipeline", "vision"]
 
@@ -35,14 +35,13 @@ RENAMES: Final[dict[str, dict[str, str]]] = {
     "ocr": {"text": "text", "lines": "text_lines", "boxes": "text_boxes", "confidence": "text_confidence",
             "count": "text_count"},
 }
-_SIZES: Final = "_image_sizes"  # what decode_request leaves in the inputs
 
 
 class VisionPipeline(TaskPipeline):
     PROGRAMS = {"quality": "vision_quality", "classify": "vision_classify", "detect": "vision_detect",
                 "ocr": "vision_ocr"}
     PREPARE = "prepare_images"
-    SHARED = (_SIZES,)
+    SHARED = (IMAGE_SIZES,)
 
     def __init__(self, directory: Path, params: dict[str, Any]) -> None:
         super().__init__(directory, params)
@@ -56,7 +55,7 @@ class VisionPipeline(TaskPipeline):
 
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
         result = super().run(inputs, outputs)
-        result["size"] = np.asarray(inputs[_SIZES], np.int32)
+        result["size"] = np.asarray(inputs[IMAGE_SIZES], np.int32)
         return result
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,11 +35,11 @@ from infer.runtimes.kernel import inside_version
 from infer.runtimes.onnx import cpu_session
 from kernels.ranking import top_k
 
-__all__ = ["ClassifyProgram", "QualityProgram", "SearchProgram", "decode_request", "vision_classify", "vision_quality",
-           "vision_search"]
+__all__ = ["IMAGE_SIZES", "ClassifyProgram", "QualityProgram", "SearchProgram", "decode_request", "vision_classify",
+           "vision_quality", "vision_search"]
 
 _MEASURES = "_quality_measures"  # what prepare hands to the batch step in place of the encoded images
-_SIZES = "_image_sizes"
+IMAGE_SIZES: Final = "_image_sizes"  # what decode_request leaves: each image's (height, width)
 
 
 def decode_request(inputs: dict[str, Array]) -> list[NDArray[np.uint8]]:
@@ -48,7 +48,7 @@ def decode_request(inputs: dict[str, Array]) -> list[NDArray[np.uint8]]:
     their ``prepare`` into this and ``prepare_images(images, inputs)``, so the ``vision`` pipeline decodes once
     for all its tasks."""
     images = decode_images(np.asarray(inputs.pop("image"), dtype=object).reshape(-1))
-    inputs[_SIZES] = np.array([im.shape[:2] for im in images], np.int32).reshape(-1, 2)
+    inputs[IMAGE_SIZES] = np.array([im.shape[:2] for im in images], np.int32).reshape(-1, 2)
     return images
 
 
@@ -82,7 +82,7 @@ class QualityProgram:
         score, components = self._image.quality_score(measures, self.min_side)
         return {"quality": score.astype(np.float32).reshape(-1, 1),
                 "quality_components": components.astype(np.float32),
-                "quality_features": measures.astype(np.float32), "size": np.asarray(inputs[_SIZES], np.int32)}
+                "quality_features": measures.astype(np.float32), "size": np.asarray(inputs[IMAGE_SIZES], np.int32)}
 
 
 def vision_quality(directory: Path, params: dict[str, Any]) -> QualityProgram:
@@ -139,7 +139,7 @@ class ClassifyProgram:
         probs, embedding = self.embed(inputs)
         top = top_k(probs, self.top_k)
         return {"labels": self.labels[top], "scores": np.take_along_axis(probs, top, axis=1).astype(np.float32),
-                "embedding": embedding, "size": np.asarray(inputs[_SIZES], np.int32)}
+                "embedding": embedding, "size": np.asarray(inputs[IMAGE_SIZES], np.int32)}
 
 
 def vision_classify(directory: Path, params: dict[str, Any]) -> ClassifyProgram:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from infer.tasks.kernel_models import kernel_config, write_task_pipeline
+from infer.tasks.kernel_models import write_task_pipeline
 
-__all__ = ["DEFAULT_PARTS", "kernel_config", "write_pipeline_model"]
+__all__ = ["DEFAULT_PARTS", "write_pipeline_model"]
 
 # task -> the model of the default repository that serves it alone
 DEFAULT_PARTS: dict[str, str] = {"quality": "vision_quality", "classify": "vision_classify",

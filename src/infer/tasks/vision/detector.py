@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from infer.errors import FailedPrecondition
 from infer.tasks.files import write_atomic
+from infer.tasks.kernel_models import kernel_config
 
 __all__ = ["MODERATION_INPUT", "UNSAFE_CLASSES", "build_moderation", "evaluate", "moderation_model_files",
            "onnx_labels", "sample_photos", "write_detector_model"]
@@ -56,20 +57,6 @@ def onnx_labels(onnx_file: Path) -> list[str] | None:
     return [str(mapping[i]) for i in range(len(mapping))] if isinstance(mapping, dict) else [str(x) for x in mapping]
 
 
-def _config(name: str, k: int, moderation: bool, max_batch_size: int) -> str:
-    extra = ('output { name: "verdict" data_type: TYPE_STRING dims: [ 1 ] }\n'
-             'output { name: "unsafe_score" data_type: TYPE_FP32 dims: [ 1 ] }\n') if moderation else ""
-    return (f'name: "{name}"\nbackend: "kernel"\nmax_batch_size: {max_batch_size}\n'
-            'input { name: "image" data_type: TYPE_STRING dims: [ 1 ] }\n'
-            f'output {{ name: "boxes" data_type: TYPE_FP32 dims: [ {k}, 4 ] }}\n'
-            f'output {{ name: "classes" data_type: TYPE_STRING dims: [ {k} ] }}\n'
-            f'output {{ name: "scores" data_type: TYPE_FP32 dims: [ {k} ] }}\n'
-            'output { name: "count" data_type: TYPE_INT32 dims: [ 1 ] }\n'
-            f"{extra}"
-            "dynamic_batching { max_queue_delay_microseconds: 2000 }\n"
-            'parameters: { key: "infer.warmup" value: { string_value: "false" } }\n')
-
-
 def write_detector_model(repo: Path, name: str, onnx_file: Path, labels: Sequence[str] | None, *,
                          input_size: int | tuple[int, int] | None = None, unsafe_classes: Sequence[str] = (),
                          unsafe_threshold: float = 0.5, score_threshold: float = 0.25, iou_threshold: float = 0.45,
@@ -96,8 +83,9 @@ def write_detector_model(repo: Path, name: str, onnx_file: Path, labels: Sequenc
     write_atomic(version / "model.onnx", Path(onnx_file).read_bytes())
     write_atomic(version / "labels.txt", "\n".join(names) + "\n")
     write_atomic(version / "kernel.json", json.dumps({"program": "vision_detect", "params": params}))
-    DetectProgram(version, params)  # raises on a file, labels or parameters that do not fit
-    write_atomic(repo / name / "config.pbtxt", _config(name, max_detections, bool(unsafe_classes), max_batch_size))
+    program = DetectProgram(version, params)  # raises on a file, labels or parameters that do not fit
+    write_atomic(repo / name / "config.pbtxt",
+                 kernel_config(name, program.inputs, program.outputs, max_batch_size=max_batch_size))
     return repo / name
 
 

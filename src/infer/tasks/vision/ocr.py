@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from infer.tasks.files import write_atomic
+from infer.tasks.kernel_models import kernel_config
 
 __all__ = ["OcrEvaluation", "Sample", "cer", "default_models", "evaluate", "render_samples", "write_ocr_model"]
 
@@ -91,15 +92,10 @@ def write_ocr_model(repo: Path, name: str = "vision_ocr", *, det: Path | None = 
     if files["cls"] is not None:
         program["cls"] = "cls.onnx"
     write_atomic(version / "kernel.json", json.dumps({"program": "vision_ocr", "params": program}).encode())
-    config = (f'name: "{name}"\nbackend: "kernel"\nmax_batch_size: {max_batch_size}\n'
-              'input { name: "image" data_type: TYPE_STRING dims: [ 1 ] }\n'
-              'output { name: "text" data_type: TYPE_STRING dims: [ 1 ] }\n'
-              f'output {{ name: "lines" data_type: TYPE_STRING dims: [ {max_lines} ] }}\n'
-              f'output {{ name: "boxes" data_type: TYPE_FP32 dims: [ {max_lines}, 4 ] }}\n'
-              f'output {{ name: "confidence" data_type: TYPE_FP32 dims: [ {max_lines} ] }}\n'
-              'output { name: "count" data_type: TYPE_INT32 dims: [ 1 ] }\n'
-              "dynamic_batching { max_queue_delay_microseconds: 5000 }\n"
-              'parameters: { key: "infer.warmup" value: { string_value: "false" } }\n')
+    from infer.runtimes.vision_ocr import OcrProgram
+
+    loaded = OcrProgram(version, program)  # raises on files or parameters that do not fit, not in the server
+    config = kernel_config(name, loaded.inputs, loaded.outputs, max_batch_size=max_batch_size, queue_delay_us=5000)
     write_atomic(repo / name / "config.pbtxt", config.encode())
     return repo / name
 

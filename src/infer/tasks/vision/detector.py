@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from infer.errors import FailedPrecondition
 from infer.tasks.files import write_atomic
-from infer.tasks.kernel_models import kernel_config
+from infer.tasks.kernel_models import kernel_config, staged_model
 
 __all__ = ["MODERATION_INPUT", "UNSAFE_CLASSES", "build_moderation", "evaluate", "moderation_model_files",
            "onnx_labels", "sample_photos", "write_detector_model"]
@@ -70,22 +70,23 @@ def write_detector_model(repo: Path, name: str, onnx_file: Path, labels: Sequenc
     names = list(labels) if labels is not None else onnx_labels(Path(onnx_file))
     if not names:
         raise ValueError(f"{onnx_file}: no labels given and none in the file's metadata")
-    version = repo / name / "1"
-    params: dict[str, Any] = {"model": "model.onnx", "labels": "labels.txt", "score_threshold": score_threshold,
-                              "iou_threshold": iou_threshold, "max_detections": max_detections,
-                              "class_agnostic": class_agnostic, "center": center, "pad_value": pad_value}
-    if input_size is not None:
-        params["input_size"] = [input_size] * 2 if isinstance(input_size, int) else list(input_size)
-    if format is not None:
-        params["format"] = format
-    if unsafe_classes:
-        params |= {"unsafe_classes": list(unsafe_classes), "unsafe_threshold": unsafe_threshold}
-    write_atomic(version / "model.onnx", Path(onnx_file).read_bytes())
-    write_atomic(version / "labels.txt", "\n".join(names) + "\n")
-    write_atomic(version / "kernel.json", json.dumps({"program": "vision_detect", "params": params}))
-    program = DetectProgram(version, params)  # raises on a file, labels or parameters that do not fit
-    write_atomic(repo / name / "config.pbtxt",
-                 kernel_config(name, program.inputs, program.outputs, max_batch_size=max_batch_size))
+    with staged_model(repo, name) as staging:
+        version = staging / "1"
+        params: dict[str, Any] = {"model": "model.onnx", "labels": "labels.txt", "score_threshold": score_threshold,
+                                  "iou_threshold": iou_threshold, "max_detections": max_detections,
+                                  "class_agnostic": class_agnostic, "center": center, "pad_value": pad_value}
+        if input_size is not None:
+            params["input_size"] = [input_size] * 2 if isinstance(input_size, int) else list(input_size)
+        if format is not None:
+            params["format"] = format
+        if unsafe_classes:
+            params |= {"unsafe_classes": list(unsafe_classes), "unsafe_threshold": unsafe_threshold}
+        write_atomic(version / "model.onnx", Path(onnx_file).read_bytes())
+        write_atomic(version / "labels.txt", "\n".join(names) + "\n")
+        write_atomic(version / "kernel.json", json.dumps({"program": "vision_detect", "params": params}))
+        program = DetectProgram(version, params)  # raises on a file, labels or parameters that do not fit
+        write_atomic(staging / "config.pbtxt",
+                     kernel_config(name, program.inputs, program.outputs, max_batch_size=max_batch_size))
     return repo / name
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from infer.tasks.files import write_atomic
-from infer.tasks.kernel_models import kernel_config
+from infer.tasks.kernel_models import kernel_config, staged_model
 
 __all__ = ["OcrEvaluation", "Sample", "cer", "default_models", "evaluate", "render_samples", "write_ocr_model"]
 
@@ -81,22 +81,23 @@ def write_ocr_model(repo: Path, name: str = "vision_ocr", *, det: Path | None = 
         files = {role: shipped[role] if path is None else path for role, path in files.items()}
     if not use_cls:
         files["cls"] = None
-    version = repo / name / "1"
-    chars = _dictionary_text(Path(str(files["rec"])), dictionary)
-    for role, path in files.items():
-        if path is not None:
-            write_atomic(version / f"{role}.onnx", Path(path).read_bytes())
-    write_atomic(version / "dictionary.txt", chars.encode())
-    program: dict[str, Any] = {**(params or {}), "det": "det.onnx", "rec": "rec.onnx",
-                               "dictionary": "dictionary.txt", "max_lines": max_lines}
-    if files["cls"] is not None:
-        program["cls"] = "cls.onnx"
-    write_atomic(version / "kernel.json", json.dumps({"program": "vision_ocr", "params": program}).encode())
     from infer.runtimes.vision_ocr import OcrProgram
 
-    loaded = OcrProgram(version, program)  # raises on files or parameters that do not fit, not in the server
-    config = kernel_config(name, loaded.inputs, loaded.outputs, max_batch_size=max_batch_size, queue_delay_us=5000)
-    write_atomic(repo / name / "config.pbtxt", config.encode())
+    with staged_model(repo, name) as staging:
+        version = staging / "1"
+        chars = _dictionary_text(Path(str(files["rec"])), dictionary)
+        for role, path in files.items():
+            if path is not None:
+                write_atomic(version / f"{role}.onnx", Path(path).read_bytes())
+        write_atomic(version / "dictionary.txt", chars.encode())
+        program: dict[str, Any] = {**(params or {}), "det": "det.onnx", "rec": "rec.onnx",
+                                   "dictionary": "dictionary.txt", "max_lines": max_lines}
+        if files["cls"] is not None:
+            program["cls"] = "cls.onnx"
+        write_atomic(version / "kernel.json", json.dumps({"program": "vision_ocr", "params": program}).encode())
+        loaded = OcrProgram(version, program)  # raises on files or parameters that do not fit, not in the server
+        config = kernel_config(name, loaded.inputs, loaded.outputs, max_batch_size=max_batch_size, queue_delay_us=5000)
+        write_atomic(staging / "config.pbtxt", config.encode())
     return repo / name
 
 

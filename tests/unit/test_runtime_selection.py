@@ -11,30 +11,7 @@ from fixtures import write_double
 from infer.config.pbtxt import config_from_pbtxt
 from infer.errors import ModelConfigError
 from infer.runtimes.base import RuntimeOptions, runtime_for
-from infer.runtimes.onnx import OnnxRuntime, choose_providers
-
-GPU_TRT = """
-name: "m" platform: "onnxruntime_onnx"
-instance_group [ { kind: KIND_GPU count: 1 } ]
-optimization { execution_accelerators { gpu_execution_accelerator [ { name: "tensorrt" } ] } }
-"""
-
-
-def test_cpu_config_asks_for_cpu_only() -> None:
-    chosen, dropped = choose_providers(config_from_pbtxt('name: "m"', "m"), ["CPUExecutionProvider"])
-    assert chosen == ["CPUExecutionProvider"] and dropped == []
-
-
-def test_gpu_and_tensorrt_are_asked_for_when_available() -> None:
-    avail = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    chosen, dropped = choose_providers(config_from_pbtxt(GPU_TRT, "m"), avail)
-    assert chosen == avail and dropped == []
-
-
-def test_missing_gpu_providers_fall_back_to_cpu_with_reasons() -> None:
-    chosen, dropped = choose_providers(config_from_pbtxt(GPU_TRT, "m"), ["CPUExecutionProvider"])
-    assert chosen == ["CPUExecutionProvider"]
-    assert len(dropped) == 2 and "TensorrtExecutionProvider is not available" in dropped[0]
+from infer.runtimes.onnx import OnnxRuntime
 
 
 def test_runtimes_are_chosen_by_name() -> None:

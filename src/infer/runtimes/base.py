@@ -130,6 +130,12 @@ def _ensemble() -> type[Runtime]:
     return EnsembleRuntime
 
 
+def _tensorrt() -> type[Runtime]:
+    from infer.runtimes.tensorrt import TensorRTRuntime
+
+    return TensorRTRuntime
+
+
 def _kernel() -> type[Runtime]:
     from infer.runtimes.kernel import KernelRuntime
 
@@ -137,6 +143,7 @@ def _kernel() -> type[Runtime]:
 
 
 register_runtime(("onnxruntime_onnx", "onnxruntime"), _onnx)
+register_runtime(("tensorrt_plan",), _tensorrt)
 register_runtime(("kernel",), _kernel)
 register_runtime(("ensemble",), _ensemble)
 register_runtime(("rules",), _rules)

@@ -16,6 +16,7 @@ cold start (a SIGKILL loses what changed since the last save).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -103,7 +104,9 @@ class KernelRuntime(Runtime):
     def __init__(self, program: Program, name: str, state_dir: Path | None = None) -> None:
         self._program = program
         self._name = name
-        self._lock = threading.Lock()
+        # stateful programs see one batch at a time, in order; a program that says it is ``thread_safe`` (a stateless
+        # one whose session runs batches concurrently, like the encoders) runs one batch per model instance at once
+        self._lock: Any = contextlib.nullcontext() if getattr(program, "thread_safe", False) else threading.Lock()
         self._state_dir = state_dir if hasattr(program, "save_state") else None
         self.prepare_in_thread = bool(getattr(program, "prepare_in_thread", False))
         # the program's optional per-request hooks, looked up once rather than per request
@@ -121,6 +124,11 @@ class KernelRuntime(Runtime):
         loader = PROGRAMS.get(name)
         if loader is None:
             raise ModelConfigError(f"{where}: unknown kernel program '{name}' (known: {', '.join(sorted(PROGRAMS))})")
+        from infer.runtimes.gpu import gpu_request
+
+        request = gpu_request(config)
+        if request.wanted:  # programs that run an ONNX file open it where the config asks (onnx.model_session)
+            params.update(_gpu=request, _model=config.name)
         try:
             program = loader()(path.parent, params)
         except InferError:
@@ -150,7 +158,7 @@ class KernelRuntime(Runtime):
         return None if self._batch_key is None else self._batch_key(inputs)
 
     def run(self, inputs: Mapping[str, Array], outputs: Sequence[str]) -> dict[str, Array]:
-        with self._lock:  # stateful programs see one batch at a time, in order
+        with self._lock:
             try:
                 return self._program.run(inputs, outputs)
             except InferError:

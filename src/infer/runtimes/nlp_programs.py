@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 from infer.core.types import DataType, TensorSpec
 from infer.runtimes.base import Array
 from infer.runtimes.kernel import inside_version
-from infer.runtimes.onnx import cpu_session
+from infer.runtimes.onnx import model_session
 from infer.runtimes.texts import decode_request
 
 __all__ = ["BUCKETS", "MAX_LENGTH", "EmbedProgram", "bucket_widths", "encoder_feeds", "load_tokenizer",
@@ -96,6 +96,7 @@ def encoder_feeds(ids: NDArray[np.integer[Any]], counts: NDArray[np.integer[Any]
 
 class EmbedProgram:
     prepare_in_thread = True
+    thread_safe = True  # stateless; its session runs concurrent batches (one per model instance)
 
     def __init__(self, directory: Path, params: dict[str, Any]) -> None:
         self.max_length = int(params.get("max_length", MAX_LENGTH))
@@ -108,8 +109,8 @@ class EmbedProgram:
         self.widths = bucket_widths(buckets, self.max_length) if self.bucketing else (self.max_length,)
         self.tokenizer = load_tokenizer(inside_version(directory, params.get("tokenizer", "tokenizer.json")),
                                         self.max_length)
-        self._session = cpu_session(inside_version(directory, params.get("model", "model.onnx")),
-                                    int(params.get("threads", 0)))
+        self._session = model_session(inside_version(directory, params.get("model", "model.onnx")), params,
+                                      int(params.get("threads", 0)))
         names = {i.name for i in self._session.get_inputs()}
         if not {"input_ids", "attention_mask"} <= names:
             raise ValueError(f"the ONNX model needs inputs input_ids and attention_mask (it has {sorted(names)})")

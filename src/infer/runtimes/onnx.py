@@ -1,8 +1,8 @@
 """ONNX Runtime: one InferenceSession per loaded model version.
 
-Execution providers follow the config the way Triton's onnxruntime backend reads it: a GPU
-instance group or a ``gpu_execution_accelerator`` asks for CUDA (and TensorRT when named);
-when the provider or the device is missing the session falls back to CPU and logs why.
+Where a model runs follows its config the way Triton's onnxruntime backend reads it: a GPU instance group or
+a ``gpu_execution_accelerator`` asks for the GPU (:mod:`infer.runtimes.gpu` chooses ONNX Runtime's TensorRT or
+CUDA provider, or PyTorch); when nothing can run it there the session falls back to CPU and logs why.
 Thread counts come from the config parameters ``intra_op_thread_count`` /
 ``inter_op_thread_count`` or the server defaults.
 """
@@ -21,7 +21,7 @@ from infer.core.types import DataType, TensorSpec
 from infer.errors import InvalidArgument, ModelConfigError, ModelExecutionError
 from infer.runtimes.base import Array, Runtime, RuntimeOptions, Signature
 
-__all__ = ["OnnxRuntime", "choose_providers", "cpu_session"]
+__all__ = ["OnnxRuntime", "cpu_session", "model_session"]
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +54,24 @@ def cpu_session(path: Path, threads: int = 0) -> Any:
     return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
 
 
-def choose_providers(config: ModelConfig, available: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Execution providers to ask ONNX Runtime for, and the reasons for anything dropped."""
-    wants_gpu = any(g.kind == "KIND_GPU" for g in config.instance_group)
-    accel = config.optimization.execution_accelerators if config.optimization else None
-    gpu_accels = [a.name for a in accel.gpu_execution_accelerator] if accel else []
-    wanted: list[str] = []
-    if "tensorrt" in gpu_accels:
-        wanted.append("TensorrtExecutionProvider")
-    if wants_gpu or gpu_accels:
-        wanted.append("CUDAExecutionProvider")
-    chosen, dropped = [], []
-    for p in wanted:
-        if p in available:
-            chosen.append(p)
-        else:
-            dropped.append(f"{p} is not available in this onnxruntime build ({', '.join(available)})")
-    chosen.append("CPUExecutionProvider")
-    return chosen, dropped
+def model_session(path: Path, params: Mapping[str, Any], threads: int = 0) -> Any:
+    """The session a kernel program runs its ONNX file in: on the CPU, or where the model's config asks for a GPU
+    (``KernelRuntime`` passes :func:`infer.runtimes.gpu.gpu_request` of the config as ``params["_gpu"]``)."""
+    request = params.get("_gpu")
+    if request is None or not request.wanted:
+        return cpu_session(path, threads)
+    return _gpu_session(path, request, name=str(params.get("_model", path.parent.parent.name)), threads=threads)
+
+
+def _gpu_session(path: Path, request: Any, *, name: str, threads: int = 0, session_options: Any = None) -> Any:
+    import onnxruntime as ort
+
+    from infer.runtimes import gpu
+
+    plan = gpu.plan_execution(request, ort_providers=ort.get_available_providers(),
+                              torch_cuda=gpu.torch_cuda_available(), onnx2torch=gpu.onnx2torch_available(),
+                              cache_dir=path.parent / ".engines")
+    return gpu.open_session(path, plan, name=name, threads=threads, session_options=session_options)
 
 
 def _spec(arg: Any) -> TensorSpec:
@@ -114,17 +114,17 @@ class OnnxRuntime(Runtime):
         # model's batch-1 latency by a quarter and leaves its throughput as it was. "0" turns it off.
         if config.parameter("infer.allow_spinning", "1") in ("0", "false"):
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers, dropped = choose_providers(config, ort.get_available_providers())
-        for reason in dropped:
-            log.warning("model %s: falling back to CPU: %s", config.name, reason)
-        try:
-            session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
-        except Exception as e:  # onnxruntime raises its own exception types for bad files
-            raise ModelConfigError(f"model '{config.name}': cannot load {path.name}: {e}") from None
-        used = session.get_providers()
-        if providers[0] not in used:
-            log.warning("model %s: asked for %s, running on %s", config.name, providers, used)
-        return cls(session, used)
+        from infer.runtimes.gpu import gpu_request
+
+        request = gpu_request(config)
+        if request.wanted:
+            session = _gpu_session(path, request, name=config.name, session_options=so)
+        else:
+            try:
+                session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+            except Exception as e:  # onnxruntime raises its own exception types for bad files
+                raise ModelConfigError(f"model '{config.name}': cannot load {path.name}: {e}") from None
+        return cls(session, list(session.get_providers()))
 
     def signature(self) -> Signature:
         return self._sig

@@ -32,7 +32,7 @@ from infer.core.types import DataType, TensorSpec
 from infer.runtimes.base import Array
 from infer.runtimes.images import decode_images, resize_crop
 from infer.runtimes.kernel import inside_version
-from infer.runtimes.onnx import cpu_session
+from infer.runtimes.onnx import model_session
 from kernels.ranking import top_k
 
 __all__ = ["IMAGE_SIZES", "ClassifyProgram", "QualityProgram", "SearchProgram", "decode_request", "vision_classify",
@@ -94,6 +94,7 @@ _PIXELS = "_pixels"
 
 class ClassifyProgram:
     prepare_in_thread = True
+    thread_safe = True  # stateless; its session runs concurrent batches (one per model instance)
 
     def __init__(self, directory: Path, params: dict[str, Any]) -> None:
         from kernels import image
@@ -107,7 +108,7 @@ class ClassifyProgram:
         self.top_k = int(params.get("top_k", 5))
         if not 1 <= self.top_k <= len(labels) or self.mean.shape != (3,) or self.std.shape != (3,):
             raise ValueError("top_k must be within the number of labels; mean and std need 3 values each")
-        self._session = cpu_session(inside_version(directory, params.get("model", "model.onnx")))
+        self._session = model_session(inside_version(directory, params.get("model", "model.onnx")), params)
         width = self._session.get_outputs()[1].shape[1]
         self.inputs: tuple[TensorSpec, ...] = (TensorSpec("image", DataType.BYTES, (-1, 1)),)
         self.outputs: tuple[TensorSpec, ...] = (

@@ -41,13 +41,13 @@ GPU_GROUP = "instance_group [ { kind: KIND_GPU count: 2 gpus: [ 1 ] } ]"
 # --- reading the config ----------------------------------------------------------------------------------------
 
 def test_a_cpu_config_asks_for_no_gpu() -> None:
-    assert _request("") == gpu.GpuRequest()
+    assert _request("") == gpu.GpuRequest(warm_up=8)
     assert not _request("instance_group [ { kind: KIND_CPU count: 2 } ]").wanted
 
 
 def test_the_gpu_request_reads_group_device_accelerator_and_precision() -> None:
     r = _request(GPU_GROUP + "\n" + _accel("tensorrt", precision_mode="fp16", trt_engine_cache_path="/c"))
-    assert r == gpu.GpuRequest(True, ("tensorrt",), "FP16", 1, "/c")
+    assert r == gpu.GpuRequest(True, ("tensorrt",), "FP16", 1, "/c", 8)
     assert _request(_accel("cuda")).wanted  # an accelerator alone asks for the GPU
 
 
@@ -254,6 +254,27 @@ def test_batches_are_padded_to_powers_of_two_and_cut_back(tmp_path: Path) -> Non
     assert seen == [(4, 64), (8, 64), (8, 64), (1, 64)]
     exact = gpu.TorchSession(_torch_dense(path), *_args(path), bucket_batches=False)
     assert exact.run(["y"], {"x": np.ones((3, 64), np.float32)})[0].shape == (3, 8)
+
+
+def test_warm_up_runs_each_padded_batch_size_once(tmp_path: Path) -> None:
+    path = write_dense(tmp_path) / "1" / "model.onnx"
+    module = _torch_dense(path)
+    seen: list[int] = []
+    module.register_forward_pre_hook(lambda _m, args: seen.append(int(args[0].shape[0])))
+    session = gpu.TorchSession(module, *_args(path))
+    assert session.warm_up(20) == [1, 2, 4, 8, 16, 32] and seen == [1, 2, 4, 8, 16, 32]
+    ins, outs = _args(path)
+    varying = [gpu._Arg("x", "tensor(float)", ("N", "D"))]  # a size beside the batch that requests choose
+    assert gpu.TorchSession(_torch_dense(path), varying, outs).warm_up(20) == []
+    assert gpu.TorchSession(_torch_dense(path), ins, outs, bucket_batches=False).warm_up(20) == []
+
+
+def test_the_config_sets_the_warm_up() -> None:
+    assert _request(GPU_GROUP).warm_up == 8  # max_batch_size
+    off = _request(GPU_GROUP + '\nparameters { key: "infer.gpu_warmup" value: { string_value: "false" } }')
+    assert off.warm_up == 0
+    plan = _plan(GPU_GROUP, CPU_ONLY, torch_cuda=True, onnx2torch=True)
+    assert plan.warm_up == 8
 
 
 def test_torch_engine_refuses_int8() -> None:

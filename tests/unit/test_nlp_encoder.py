@@ -5,6 +5,7 @@ The batch step runs a tiny ONNX stand-in for the encoder (a mean of per-token ve
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -186,3 +187,31 @@ def test_the_repository_holds_what_serving_reads(tmp_path: Path) -> None:
     config = (model / "config.pbtxt").read_text()
     assert 'backend: "kernel"' in config and 'name: "text" data_type: TYPE_STRING' in config
     assert 'name: "truncated" data_type: TYPE_BOOL' in config
+
+
+def test_a_gpu_config_reaches_the_encoders_session(version: Path, tmp_path: Path) -> None:
+    """KIND_GPU in the config is handed to the program's ONNX session (here, without a GPU: the CPU, same answers);
+    the encoder is thread-safe, so its instances run batches concurrently."""
+    from infer.config.pbtxt import config_from_pbtxt
+    from infer.runtimes import gpu
+    from infer.runtimes.base import RuntimeOptions
+
+    kernel = tmp_path / "kernel.json"
+    kernel.write_text(json.dumps({"program": "nlp_embed", "params": {"max_length": 64, "buckets": [8, 16, 32]}}))
+    for name in ("model.onnx", "tokenizer.json"):
+        (tmp_path / name).write_bytes((version / name).read_bytes())
+    cfg = config_from_pbtxt('name: "e" backend: "kernel" max_batch_size: 8\n'
+                            'instance_group [ { kind: KIND_GPU count: 2 } ]', "e")
+    runtime = KernelRuntime.open(kernel, cfg, RuntimeOptions())
+    program = runtime._program
+    assert isinstance(program, EmbedProgram)
+    if not gpu.torch_cuda_available():
+        assert program._session.get_providers() == ["CPUExecutionProvider"]
+    request = _request("a GPU config on a CPU machine", "still answers")
+    runtime.prepare(request)
+    cpu = _program(version)
+    expected = _request("a GPU config on a CPU machine", "still answers")
+    cpu.prepare(expected)
+    np.testing.assert_allclose(runtime.run(request, ["embedding"])["embedding"],
+                               cpu.run(expected, ["embedding"])["embedding"], rtol=1e-5, atol=1e-6)
+    assert isinstance(runtime._lock, contextlib.nullcontext)  # no lock: instances run concurrently

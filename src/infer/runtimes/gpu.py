@@ -72,6 +72,7 @@ class GpuRequest:
     precision: str = "FP32"
     device_id: int = 0
     cache_dir: str = ""  # the tensorrt accelerator's trt_engine_cache_path, when the config names one
+    warm_up: int = 0  # the largest batch to run once at load on the torch engine (0: none)
 
 
 def gpu_request(config: ModelConfig) -> GpuRequest:
@@ -100,7 +101,8 @@ def gpu_request(config: ModelConfig) -> GpuRequest:
     device_id = groups[0].gpus[0] if groups and groups[0].gpus else 0
     if device_id < 0:
         raise ModelConfigError(f"model '{config.name}': instance_group.gpus holds a negative device {device_id}")
-    return GpuRequest(bool(groups or names), tuple(names), precision, device_id, cache_dir)
+    warm = config.max_batch_size if config.parameter("infer.gpu_warmup", "true").lower() not in ("0", "false") else 0
+    return GpuRequest(bool(groups or names), tuple(names), precision, device_id, cache_dir, warm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,7 @@ class ExecutionPlan:
     device: str = "cpu"
     precision: str = "FP32"
     notes: tuple[str, ...] = field(default=())  # what was asked for and not given, and why
+    warm_up: int = 0  # torch engine: run each padded batch size up to this once at load (TorchSession.warm_up)
 
     @property
     def on_gpu(self) -> bool:
@@ -175,7 +178,7 @@ def plan_execution(request: GpuRequest, *, ort_providers: Sequence[str], torch_c
 def _torch_plan(request: GpuRequest, device: str, notes: list[str]) -> ExecutionPlan:
     if request.precision == "INT8":
         raise ModelConfigError(_int8_message(request))
-    return ExecutionPlan("torch", (), device, request.precision, tuple(notes))
+    return ExecutionPlan("torch", (), device, request.precision, tuple(notes), request.warm_up)
 
 
 def _int8_message(request: GpuRequest) -> str:
@@ -222,7 +225,10 @@ def open_session(path: Path, plan: ExecutionPlan, *, name: str, threads: int = 0
         log.warning("model %s: %s", name, note)
     if plan.engine == "torch":
         try:
-            return TorchSession.from_onnx(path, plan.device, plan.precision)
+            session = TorchSession.from_onnx(path, plan.device, plan.precision)
+            if plan.warm_up:
+                session.warm_up(plan.warm_up)
+            return session
         except ModelConfigError:
             raise
         except Exception as e:  # onnx2torch raises plain exceptions for operators it cannot convert
@@ -373,6 +379,28 @@ class TorchSession:
             state.buffers[key] = buf
         return buf[:n].view(shape)
 
+    def warm_up(self, max_batch: int) -> list[int]:
+        """Run every padded batch size up to ``max_batch`` once, so that the first requests of each size do not
+        wait for cuDNN's plan search (on the H200 a convolutional network stalled for seconds per new size).
+        Only models whose inputs have fixed sizes beside the batch can be warmed (a text model's sequence
+        length varies: its matrix products need no plan search anyway); returns the sizes run."""
+        if not self._bucket or max_batch < 1:
+            return []
+        shapes = [a.shape[1:] for a in self._inputs]
+        if not all(isinstance(d, int) and d > 0 for shape in shapes for d in shape):
+            return []
+        sizes = sorted({bucket_size(n) for n in range(1, max_batch + 1)})
+        rng = np.random.default_rng(0)
+        for b in sizes:
+            feeds = {}
+            for a, shape in zip(self._inputs, shapes, strict=True):
+                dtype = np.dtype(_NP_TYPES.get(a.type, np.float32))
+                full = (b, *[int(d) for d in shape])  # type: ignore[arg-type]
+                feeds[a.name] = (rng.standard_normal(full).astype(dtype) if dtype.kind == "f"
+                                 else np.zeros(full, dtype))
+            self.run(None, feeds)
+        return sizes
+
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         torch = self._torch
         state = self._state()
@@ -413,6 +441,11 @@ class TorchSession:
         if state.stream is not None:
             state.stream.synchronize()
         return [h.numpy().copy() for h in staged_out]  # copies: the staged buffers are reused by the next batch
+
+
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+             "tensor(bool)": np.bool_}
 
 
 def bucket_size(n: int, limit: int = 4096) -> int:

@@ -43,7 +43,9 @@ class TaskPipeline:
             doc = json.loads((where / "kernel.json").read_text())
             if doc.get("program") != self.PROGRAMS[task]:
                 raise ValueError(f"{sub}/kernel.json must name program {self.PROGRAMS[task]!r} for task {task!r}")
-            program = PROGRAMS[self.PROGRAMS[task]]()(where, dict(doc.get("params", {})))
+            part_params = dict(doc.get("params", {}))
+            part_params.update({k: params[k] for k in ("_gpu", "_model") if k in params})  # the pipeline's device
+            program = PROGRAMS[self.PROGRAMS[task]]()(where, part_params)
             if not callable(getattr(program, self.PREPARE, None)):
                 raise ValueError(f"program {self.PROGRAMS[task]!r} has no {self.PREPARE}")
             self._tasks.append((task, program, self.renames(task, program.outputs)))

@@ -219,7 +219,10 @@ STATEFUL_FEATURES: Final[tuple[str, ...]] = tuple(n for n in FEATURE_NAMES if n 
 MIN_MB: Final[float] = 0.1
 MIN_DISTINCT_DIGITS: Final[int] = 9
 PARALLEL_MIN_EVENTS: Final[int] = 8192  # smaller batches run the stateless kernel on one thread
-CUDA_MIN_EVENTS: Final[int] = 262144  # backend="auto" uses the GPU from this batch size on
+# backend="auto" uses the GPU from this batch size on.  Measured on an H200 with 16 CPU cores (benchmarks/RESULTS.md,
+# "GPU"), the CPU kernels beat the numba.cuda ones at 1M events (copies dominate), so "auto" stays on the CPU for
+# any batch the server forms; backend="cuda" still asks for the GPU.
+CUDA_MIN_EVENTS: Final[int] = 1 << 26
 
 # output columns (compile-time constants in the kernels), in STATELESS_FEATURES and STATEFUL_FEATURES order
 _C = {name: i for i, name in enumerate(FEATURE_NAMES)}

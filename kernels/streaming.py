@@ -59,7 +59,10 @@ __all__ = [
 
 KINDS: Final[tuple[str, ...]] = ("zscore", "madev")
 WAYS: Final[int] = 4  # slots per set of a hashed state table
-CUDA_MIN_EVENTS: Final[int] = 262144  # backend="auto" uses the GPU from this batch size on
+# backend="auto" uses the GPU from this batch size on.  Measured on an H200 with 16 CPU cores (benchmarks/RESULTS.md,
+# "GPU"), the CPU kernels beat the numba.cuda ones at 1M events (copies dominate), so "auto" stays on the CPU for
+# any batch the server forms; backend="cuda" still asks for the GPU.
+CUDA_MIN_EVENTS: Final[int] = 1 << 26
 _STATE_VERSION: Final[int] = 1
 # columns of SeriesState.stats
 COUNT: Final[int] = 0

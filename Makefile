@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup serve test lint proto proto-check clean
+.PHONY: setup serve test lint proto proto-check clients clean
 
 $(BIN)/infer: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,15 +18,20 @@ serve: setup
 
 # tests/compat_triton imports tritonclient, whose protobuf names clash with infer's own stubs:
 # it runs in a second pytest process.
+# The TypeScript and Go SDKs (clients/) need node/npm and go: without them their steps say so and are skipped
+# (.ci/run installs both and sets INFER_REQUIRE_SDKS=1, which turns a missing toolchain into a failure).
 test: setup
 	$(BIN)/python scripts/gen_proto.py --check
+	bash scripts/gen_clients.sh --check
 	$(BIN)/ruff check src tests benchmarks scripts kernels
 	$(BIN)/mypy src
 	$(BIN)/pytest -q tests/unit tests/integration
 	$(BIN)/pytest -q tests/compat_triton
+	bash clients/run_tests.sh
 
 proto: setup
 	$(BIN)/python scripts/gen_proto.py
+	bash scripts/gen_clients.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -23,7 +23,7 @@ serve: setup
 test: setup
 	$(BIN)/python scripts/gen_proto.py --check
 	bash scripts/gen_clients.sh --check
-	$(BIN)/ruff check src tests benchmarks scripts kernels
+	$(BIN)/ruff check src tests benchmarks scripts kernels deploy
 	$(BIN)/mypy src
 	$(BIN)/pytest -q tests/unit tests/integration
 	$(BIN)/pytest -q tests/compat_triton

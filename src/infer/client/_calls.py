@@ -22,6 +22,14 @@ from infer._proto import model_config_pb2 as mc
 from infer.client._codec import InferResult, Param, decode_response, encode_request
 from infer.client._errors import InvalidArgument
 
+__all__ = [
+    "Call", "audit_log", "compare_versions", "delete_deployment", "get_deployment", "get_experiment", "get_version",
+    "health", "infer", "list_deployments", "list_versions", "load_model", "model_config", "model_metadata",
+    "model_ready", "model_statistics", "register_version", "report_outcome", "repository_index", "server_live",
+    "server_metadata", "server_ready", "serving_history", "set_deployment", "transition_version", "unload_model",
+    "version_history",
+]
+
 T = TypeVar("T")
 
 _V2 = "/inference.GRPCInferenceService/"

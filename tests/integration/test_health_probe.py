@@ -130,3 +130,32 @@ async def test_metrics_port(server: ServerProcess, stub: pb_grpc.GRPCInferenceSe
     assert success_count(after) >= success_count(before) + 1
     for path in ("/v2/health/live", "/v2/health/ready"):
         assert await asyncio.to_thread(http_get, server.metrics_port, path) == (200, "OK\n")
+
+
+async def test_a_model_that_fails_to_load_keeps_the_server_unready(tmp_path: Path) -> None:
+    """Triton's strict readiness, whether the config or the model file is what fails: alive, serving the good
+    models, not ready, and the repository index says why."""
+    from fixtures import write_double
+
+    for broken in ("config", "file"):
+        repo = tmp_path / broken
+        write_double(repo)
+        bad = write_double(repo, name="broken")
+        if broken == "config":
+            (bad / "config.pbtxt").write_text("name: 'broken' max_batch_size: {{ not pbtxt")
+        else:
+            (bad / "1" / "model.onnx").write_bytes(b"not an onnx file")
+        server = ServerProcess(repo)
+        try:
+            await asyncio.to_thread(server.wait_ready, 60)
+            assert (await probe(server.address, ""))[0] == 0
+            rc, out = await probe(server.address, "ready")
+            assert rc != 0 and "NOT_SERVING" in out, out
+            assert (await probe(server.address, "model/double"))[0] == 0
+            async with grpc.aio.insecure_channel(server.address) as ch:
+                index = await pb_grpc.GRPCInferenceServiceStub(ch).RepositoryIndex(pb.RepositoryIndexRequest(),
+                                                                                  timeout=10)
+            entry = next(m for m in index.models if m.name == "broken")
+            assert entry.state == "UNAVAILABLE" and entry.reason, (broken, entry)
+        finally:
+            server.stop()

@@ -84,6 +84,7 @@ class _Model:
     versions: dict[int, LoadedVersion] = field(default_factory=dict)
     newest: LoadedVersion | None = None  # the highest version number, checked for readiness per request
     failed: dict[int, str] = field(default_factory=dict)
+    config_error: str = ""  # its config could not be read at the last load: not ready, listed with the reason
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -168,6 +169,9 @@ class ModelRegistry:
         out: list[IndexEntry] = []
         for name in sorted(set(self._names_on_disk()) | set(self._models)):
             model = self._models.get(name)
+            if model is not None and model.config_error and not model.versions:
+                out.append(IndexEntry(name, "", "UNAVAILABLE", model.config_error))
+                continue
             if model is None or (not model.versions and not model.failed):
                 if not ready_only:
                     out.append(IndexEntry(name, "", "UNAVAILABLE", "unloaded"))
@@ -218,7 +222,15 @@ class ModelRegistry:
         self.repository.model_dir(name)  # NOT_FOUND / INVALID_ARGUMENT before anything else
         if name in _chain:
             raise ModelConfigError(f"model '{name}': ensembles compose each other in a cycle: {' -> '.join(_chain)}")
-        first = override if override is not None else self.repository.read_config(name)
+        try:
+            first = override if override is not None else self.repository.read_config(name)
+        except InferError as e:
+            # recorded like a model whose files fail: the server is not ready (Triton's strict readiness) and the
+            # index says why, instead of serving as if the model had never been asked for
+            entry = self._models.setdefault(name, _Model())
+            if not entry.versions:  # a failed reload keeps the versions that were serving
+                entry.config_error = e.message
+            raise
         if first.ensemble_scheduling is not None:
             for step in first.ensemble_scheduling.step:
                 known = self._models.get(step.model_name)
@@ -233,6 +245,7 @@ class ModelRegistry:
                 raise ModelConfigError(f"model '{name}': no version directory matches its version policy")
             fresh: dict[int, LoadedVersion] = {}
             model.failed = {}
+            model.config_error = ""
             for v in wanted:
                 try:
                     fresh[v] = await self._load_version(name, v, config)

@@ -25,7 +25,7 @@ test: setup
 	bash scripts/gen_clients.sh --check
 	$(BIN)/ruff check src tests benchmarks scripts kernels deploy
 	$(BIN)/mypy src
-	$(BIN)/pytest -q tests/unit tests/integration
+	$(BIN)/pytest -q tests/unit tests/integration tests/reliability
 	$(BIN)/pytest -q tests/compat_triton
 	bash clients/run_tests.sh
 

@@ -15,29 +15,29 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import grpc
 from grpc_health.v1.health import aio as health_aio
 
 from infer._proto import control_pb2 as cpb
-from infer._proto import control_pb2_grpc as cpb_grpc
-from infer.auth import AuditLog, TokenTable
+from infer.auth import AuditLog, TokenTable, redact
 from infer.config.server import ServerConfig, infer_home
 from infer.controlplane.canary import CanaryController
 from infer.controlplane.service import ControlPlane
 from infer.dataplane.cache import ResponseCache
 from infer.dataplane.service import DataPlane
-from infer.errors import InferError
+from infer.errors import InferError, InvalidArgument
 from infer.observability.alerts import AlertManager, AlertsConfig
 from infer.observability.http import MetricsServer
 from infer.observability.metrics import Metrics
-from infer.registry.artifacts import LocalArtifactStore
+from infer.registry.artifacts import ArtifactRef, LocalArtifactStore
 from infer.registry.registry import ModelRegistry
-from infer.registry.repository import ModelRepository
+from infer.registry.repository import ModelRepository, confined
 from infer.registry.store import RegistryStore, open_store
 from infer.runtimes.base import RuntimeOptions
 from infer.scheduling.dispatch import Dispatcher
-from infer.transport.grpc.control_servicer import ControlServicer
+from infer.transport.grpc.control_servicer import ControlServicer, add_control_servicer
 from infer.transport.grpc.interceptors import AuthInterceptor
 from infer.transport.grpc.server import SERVING, HealthPublisher, build_server, build_service_server
 
@@ -82,7 +82,7 @@ class App:
         registry.add_listener(dispatcher)
         dispatcher.on_health = registry.set_health
         cache = ResponseCache(cfg.response_cache_bytes) if cfg.response_cache_bytes > 0 else None
-        self.control = _control_plane(cfg)
+        self.control = _control_plane(cfg, path)
         registry.add_listener(self.control)  # served versions' lifecycle moves, recorded in the store
         self.metrics.deployments = self.control.router.figures
         if cfg.alerts_config is not None:
@@ -101,8 +101,8 @@ class App:
         control = ControlServicer(self.control, _actor_resolver(tokens))
         self._server = build_server(
             dp, self.health, max_message_bytes=cfg.max_message_bytes, reuse_port=cfg.reuse_port,
-            max_concurrent_rpcs=cfg.max_concurrent_rpcs, interceptors=interceptors,
-            extra=[(cpb_grpc.add_ControlPlaneServicer_to_server, control, CONTROL_SERVICE)],
+            max_concurrent_rpcs=cfg.max_concurrent_rpcs, max_concurrent_streams=cfg.max_concurrent_streams,
+            interceptors=interceptors, extra=[(add_control_servicer, control, CONTROL_SERVICE)],
         )
         self.grpc_port = _bind(self._server, cfg)
         await self._server.start()
@@ -187,14 +187,14 @@ class ControlApp:
 
     async def start(self) -> None:
         cfg = self.config
-        self.control = _control_plane(cfg)
+        self.control = _control_plane(cfg, cfg.model_repository)
         tokens = TokenTable.load(cfg.auth_tokens) if cfg.auth_tokens is not None else None
         interceptors = [AuthInterceptor(tokens, AuditLog(cfg.audit_log))] if tokens is not None else []
         servicer = ControlServicer(self.control, _actor_resolver(tokens))
         self._server = build_service_server(
-            self._health, [(cpb_grpc.add_ControlPlaneServicer_to_server, servicer, CONTROL_SERVICE)],
+            self._health, [(add_control_servicer, servicer, CONTROL_SERVICE)],
             max_message_bytes=cfg.max_message_bytes, max_concurrent_rpcs=cfg.max_concurrent_rpcs,
-            interceptors=interceptors,
+            max_concurrent_streams=cfg.max_concurrent_streams, interceptors=interceptors,
         )
         self.grpc_port = _bind(self._server, cfg)
         await self._server.start()
@@ -239,11 +239,50 @@ def _bind(server: grpc.aio.Server, cfg: ServerConfig) -> int:
     return port
 
 
-def _control_plane(cfg: ServerConfig) -> ControlPlane:
+def _control_plane(cfg: ServerConfig, repository: Path | None) -> ControlPlane:
     root = cfg.registry_dir or infer_home() / "registry"
     root.mkdir(parents=True, exist_ok=True)
-    store = open_store(cfg.registry_url) if cfg.registry_url else RegistryStore.sqlite(root / "registry.db")
-    return ControlPlane(store, LocalArtifactStore(root / "artifacts"))
+    store = _open_store(cfg.registry_url) if cfg.registry_url else RegistryStore.sqlite(root / "registry.db")
+    imports = [p.resolve() for p in ([repository] if repository is not None else []) + cfg.artifact_import_dirs]
+    return ControlPlane(store, _ConfinedArtifacts(root / "artifacts", imports))
+
+
+def _open_store(url: str) -> RegistryStore:
+    """open_store, its errors scrubbed of the URL's password: database drivers quote the URL's parts back."""
+    try:
+        return open_store(url)
+    except Exception as e:
+        text = e.message if isinstance(e, InferError) else f"registry store: {type(e).__name__}: {e}"
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        for secret in {password, unquote(password)} if password else ():
+            text = text.replace(secret, "***")
+        text = redact(text)
+        if isinstance(e, InferError):  # keep its class (and code), change only the words
+            e.message, e.args = text, (text,)
+            raise e from None
+        raise InferError(text) from None
+
+
+class _ConfinedArtifacts(LocalArtifactStore):
+    """The artifact store, reading files given by path (RegisterVersion's ``path``) only from under ``imports``
+    (the model repository and ``--artifact-import-dir``), symlinks followed: a client may not have the server copy
+    an arbitrary file it can read into the store."""
+
+    def __init__(self, root: Path, imports: list[Path]) -> None:
+        super().__init__(root)
+        self._imports = tuple(imports)
+
+    def put(self, source: Path | bytes, name: str | None = None) -> ArtifactRef:
+        if isinstance(source, Path):
+            real = confined(source, self._imports)
+            if real is None:
+                raise InvalidArgument("path: the server reads artifacts only from the model repository and "
+                                      "--artifact-import-dir; send the file's content instead")
+            return super().put(real, name if name is not None else source.name)
+        return super().put(source, name)
 
 
 def _actor_resolver(tokens: TokenTable | None) -> Callable[[Sequence[tuple[str, str]]], str]:

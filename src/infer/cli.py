@@ -37,6 +37,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--default-max-batch-size", type=int, default=64, help=doc("default_max_batch_size"))
     p.add_argument("--max-queue-size", type=int, default=4096, help=doc("max_queue_size"))
     p.add_argument("--max-concurrent-rpcs", type=int, default=4096, help=doc("max_concurrent_rpcs"))
+    p.add_argument("--max-concurrent-streams", type=int, default=0, help=doc("max_concurrent_streams"))
     p.add_argument("--response-cache-bytes", type=int, default=64 * 2**20, help=doc("response_cache_bytes"))
     p.add_argument("--max-message-bytes", type=int, default=2**31 - 1, help=doc("max_message_bytes"))
     p.add_argument("--intra-op-threads", type=int, default=0, help=doc("intra_op_threads"))
@@ -48,6 +49,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-client-ca", type=Path, help=doc("tls_client_ca"))
     p.add_argument("--registry-dir", type=Path, help=doc("registry_dir"))
     p.add_argument("--registry-url", help=doc("registry_url"))
+    p.add_argument("--artifact-import-dir", type=Path, action="append", default=[], dest="artifact_import_dirs",
+                   help=doc("artifact_import_dirs"))
     p.add_argument("--auth-tokens", type=Path, help=doc("auth_tokens"))
     p.add_argument("--audit-log", type=Path, help=doc("audit_log"))
     p.add_argument("--alerts-config", type=Path, help=doc("alerts_config"))
@@ -68,14 +71,34 @@ def _cmd_serve(a: argparse.Namespace) -> int:
     except ValidationError as e:
         print(f"infer serve: invalid option: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(cfg.log_level)
     try:
         import uvloop  # optional: faster event loop where installed
 
         uvloop.install()
     except ImportError:
         pass
-    return asyncio.run(serve(cfg, a.port_file, control_only=a.command == "control"))
+    try:
+        return asyncio.run(serve(cfg, a.port_file, control_only=a.command == "control"))
+    except Exception:  # through the log's redaction, not straight to stderr
+        logging.getLogger("infer").exception("infer %s: unexpected failure", a.command)
+        return 1
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Log lines, tracebacks included, with secrets scrubbed (tokens, passwords, private keys)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from infer.auth import redact
+
+        return redact(super().format(record))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper())
+    formatter = _RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:

@@ -577,3 +577,79 @@ async def test_batches_predicted_faster_than_a_thread_hand_off_run_on_the_loop(m
     assert r.stats.success.count == 3 and r.stats.fail.count == 2
     assert r.stats.execution_count == 3 and r.stats.inference_count == 4
     assert r.sched.in_flight == 0 and r.metric("infer_queued_requests") == 0
+
+
+# ---- faults: stuck batches, slow inline runs, outliers -----------------------------------------------
+
+
+async def test_a_deadline_passing_while_the_batch_runs_is_answered_then(make: MakeRig) -> None:
+    from infer.core.clock import MonotonicClock
+
+    r = make(clock=MonotonicClock(), max_batch_size=8)  # the gate holds the batch: a model stuck on an input
+    t0 = time.monotonic()
+    stuck = r.put(1, timeout_us=50_000)
+    roomy = r.put(2, deadline=time.monotonic() + 60)
+    await r.entered(1)
+    queued = r.put(3, timeout_us=80_000)  # waits behind the stuck instance
+    got = await outcome(stuck)
+    assert isinstance(got, DeadlineExceeded) and "while its batch was running" in str(got)
+    got = await outcome(queued)
+    assert isinstance(got, DeadlineExceeded) and "before execution" in str(got)
+    assert time.monotonic() - t0 < 5  # answered at the deadlines, not when the gate opens
+    assert not roomy.done() and r.sched.in_flight == 2  # the running batch still counts
+    r.gate.set()
+    out = await outcome(roomy)
+    assert isinstance(out, dict)
+    assert r.stats.expired == 2 and r.stats.cancelled == 0 and r.stats.success.count == 1
+    assert r.stats.fail.count == 2 and r.metric("infer_request_failure_total", reason="DEADLINE_EXCEEDED") == 2
+    assert len(r.rt.calls) == 1  # the queued request was never computed
+
+
+async def test_cancelled_requests_give_their_places_in_a_full_queue_back(make: MakeRig) -> None:
+    r = make(max_batch_size=1, max_queue_size=2)
+    running = r.put(1)
+    await r.entered(1)
+    abandoned = [r.put(2), r.put(3)]
+    for f in abandoned:
+        f.cancel()
+    kept = r.put(4)  # the queue was full of cancelled requests: they go, this one comes in
+    assert r.sched.queued == 1 and r.stats.cancelled == 2
+    r.gate.set()
+    await asyncio.gather(running, kept)
+    assert [tags_of(c) for c in r.rt.calls] == [[1], [4]]
+
+
+async def test_a_model_that_holds_the_loop_once_runs_in_threads_from_then_on(make: MakeRig) -> None:
+    r = make(blocked=False, inline_max_us=1_000)
+    loop_thread = threading.current_thread().name
+    await r.put(1)  # nothing learnt: a thread; learns a cost far under 1 ms
+    await r.put(2)
+    assert r.rt.calls[1].thread == loop_thread
+    r.rt.delay_s = 0.05  # slow on this input: 50 ms on the loop, over 20 x the 1 ms inline budget
+    await r.put(3)
+    assert r.rt.calls[2].thread == loop_thread
+    r.rt.delay_s = 0.0
+    for tag in (4, 5):
+        await r.put(tag)
+    assert loop_thread not in {c.thread for c in r.rt.calls[3:]}
+
+
+async def test_one_slow_outlier_does_not_refuse_every_deadline_after_it(make: MakeRig) -> None:
+    r = make(blocked=False)
+    r.rt.delay_s = 0.002
+    await r.put(1)
+    r.rt.delay_s = 0.2  # one outlier: counts as at most 10 times the estimate
+    await r.put(2)
+    r.rt.delay_s = 0.0
+    assert r.sched.latency.predict(1) < 0.01
+    assert isinstance(await outcome(r.put(3, deadline=r.clock.now() + 0.05)), dict)
+    r.rt.delay_s = 0.2
+    for tag in range(10):  # the model really became slow: learnt within a few batches
+        await r.put(10 + tag)
+    r.rt.delay_s = 0.0
+    assert r.sched.latency.predict(1) > 0.1
+    calls = len(r.rt.calls)
+    assert isinstance(await outcome(r.put(30, deadline=r.clock.now() + 0.05)), DeadlineExceeded)
+    assert len(r.rt.calls) == calls  # refused without computing while the estimate is fresh
+    r.clock.advance(1.5)  # nothing measured for over a second: the next batch runs and refreshes the estimate
+    assert isinstance(await outcome(r.put(31, deadline=r.clock.now() + 0.05)), dict)

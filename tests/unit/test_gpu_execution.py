@@ -216,14 +216,14 @@ def test_torch_session_buffers_grow_and_each_thread_has_its_own(tmp_path: Path) 
     inputs = [rng.standard_normal((n, 64)).astype(np.float32) for n in (1, 2, 16, 64, 5, 33, 7, 64)]
     expected = [onnx_run(model_dir, {"x": x})[0] for x in inputs]
     errors: list[BaseException] = []
-    seen: list[int] = []
+    seen: list[object] = []  # the buffers themselves: ids of freed objects could be reused by a later thread
 
     def work(offset: int) -> None:
         try:
             for i in range(len(inputs)):
                 k = (i + offset) % len(inputs)
                 np.testing.assert_allclose(session.run(["y"], {"x": inputs[k]})[0], expected[k], rtol=2e-5, atol=2e-5)
-            seen.append(id(session._state().buffers[("in", "x")]))
+            seen.append(session._state().buffers[("in", "x")])
         except BaseException as e:  # reported below
             errors.append(e)
 
@@ -233,7 +233,7 @@ def test_torch_session_buffers_grow_and_each_thread_has_its_own(tmp_path: Path) 
     for t in threads:
         t.join()
     assert not errors, errors
-    assert len(set(seen)) == 4  # one staging buffer per worker thread: no thread writes into another's batch
+    assert len({id(b) for b in seen}) == 4  # one staging buffer per worker thread: none writes into another's batch
 
 
 def test_batches_are_padded_to_powers_of_two_and_cut_back(tmp_path: Path) -> None:

@@ -214,3 +214,31 @@ def test_counts_stay_consistent(n: int) -> None:
         seen += sum(p.samples for p in batch)
         assert q.samples == pushed - seen
     assert seen == pushed
+
+
+def test_arrival_order_holds_no_request_that_left_the_queue() -> None:
+    # a scheduler that launches every request at once never asks for the oldest: the queue must not keep them
+    q = RequestQueue([100])
+    for i in range(10_000):
+        q.push(item(str(i)))
+        assert take(q) == ([str(i)], [])
+    assert len(q._arrivals) <= 64 + 2
+    fill(q, item("old"), item("new"))
+    assert q.oldest() is not None and q.oldest().user == "old"  # type: ignore[union-attr]
+
+
+def test_expire_removes_what_is_due_and_delays_what_asks_for_it() -> None:
+    q = RequestQueue([100, 100])
+    cancelled = item("cancelled", deadline=50.0)
+    fill(q, item("late", deadline=5.0), item("timeout", queue_timeout=4.0), item("delay", level=2, queue_timeout=4.0,
+                                                                                deadline=20.0, delay=True),
+         item("later", deadline=9.0), cancelled)
+    assert q.next_due() == 4.0
+    assert tags(q.expire(3.0)) == []
+    cancelled.future.cancel()
+    assert sorted(tags(q.expire(6.0))) == ["late", "timeout"]
+    assert len(q) == 3 and q.next_due() == 9.0  # "delay" moved to the DELAY level, its deadline kept
+    assert tags(q.discard_done()) == ["cancelled"]
+    assert len(q) == 2 and q.samples == 2
+    assert take(q, now=6.0) == (["later", "delay"], [])
+    assert q.next_due() == math.inf

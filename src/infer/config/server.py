@@ -42,6 +42,11 @@ class ServerConfig(BaseModel):
     max_concurrent_rpcs: int = Field(
         4096, ge=0, description="RPCs handled at once; past it gRPC answers RESOURCE_EXHAUSTED at once (0 = no cap)."
     )
+    max_concurrent_streams: int = Field(
+        0, ge=0, le=2**31 - 1,
+        description="Streams (calls) one client connection may have open at once, as HTTP/2's "
+        "SETTINGS_MAX_CONCURRENT_STREAMS: further calls wait in the client (0 = gRPC's default, no limit).",
+    )
     response_cache_bytes: int = Field(
         64 * 2**20, ge=0, description="Memory for cached responses of models with response_cache enabled (0 = off)."
     )
@@ -54,6 +59,11 @@ class ServerConfig(BaseModel):
     tls_key: Path | None = Field(None, description="PEM private key of --tls-cert.")
     tls_client_ca: Path | None = Field(
         None, description="PEM CA bundle: require client certificates signed by it (mutual TLS)."
+    )
+    artifact_import_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Directories whose files RegisterVersion may read by 'path', besides the model repository; "
+        "a path anywhere else (after following symlinks) is refused.",
     )
     state_dir: Path | None = Field(
         None, description="Keep stateful models' rolling state here across unloads and restarts (default: off)."
@@ -71,7 +81,8 @@ class ServerConfig(BaseModel):
         1.0, gt=0, le=3600, description="How often deployment changes made by other processes are read from the store."
     )
     auth_tokens: Path | None = Field(
-        None, description="JSON token file: every call but health checks needs 'authorization: Bearer <token>'."
+        None, description="JSON token file (roles, optional rate_per_s and burst per token): every call but health "
+        "checks needs 'authorization: Bearer <token>'."
     )
     audit_log: Path | None = Field(None, description="Append control-plane changes here as JSON lines.")
     alerts_config: Path | None = Field(

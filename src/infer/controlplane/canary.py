@@ -101,7 +101,7 @@ class CanaryController:
             await self._cp.sync()
 
     async def _judge_experiment(self, dep: Deployment, revision: int) -> None:
-        rows, verdict = self._cp.experiment(dep.name)
+        rows, verdict = await self._cp.experiment(dep.name)
         best = winner(dep, rows, verdict)
         if best is None:
             return

@@ -17,6 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from infer.core.types import DataType
 from infer.errors import InferError, InvalidArgument, NotFound
 from infer.registry.artifacts import ArtifactStore
 from infer.registry.registry import LoadedVersion
@@ -25,9 +28,67 @@ from infer.routing.experiment import Comparison, VariantStats, compare
 from infer.routing.policies import Canary, DefaultAnswer, DefaultOutput, Deployment, Target, Variant
 from infer.routing.router import Router
 
-__all__ = ["ControlPlane", "deployment_from_dict", "deployment_to_dict"]
+__all__ = ["ControlPlane", "check_deployment", "deployment_from_dict", "deployment_to_dict"]
 
 log = logging.getLogger(__name__)
+
+_MAX_DEFAULT_RANK = 32
+_MAX_VERSION_DIGITS = 18  # a served version is an int64
+
+
+def _check_target(dep: Deployment, t: Target) -> None:
+    if not t.model:
+        raise InvalidArgument(f"deployment '{dep.name}': every target needs a model name")
+    v = t.version
+    if v and not (v.isascii() and v.isdigit() and len(v) <= _MAX_VERSION_DIGITS):
+        raise InvalidArgument(f"deployment '{dep.name}': target {t.model!r} version {v[:40]!r} is not a served "
+                              "version (a decimal integer, or empty for the newest)")
+
+
+def _check_default(dep: Deployment) -> None:
+    for o in dep.default_answer.outputs if dep.default_answer is not None else ():
+        where = f"deployment '{dep.name}': default_answer output '{o.name}'"
+        if len(o.shape) > _MAX_DEFAULT_RANK:
+            raise InvalidArgument(f"{where}: {len(o.shape)} dimensions (at most {_MAX_DEFAULT_RANK})")
+        dt = DataType(o.datatype).numpy
+        if dt.kind == "O":
+            continue
+        numbers = [float(v) for v in o.values]
+        if not all(math.isfinite(v) for v in numbers):
+            raise InvalidArgument(f"{where}: values must be finite numbers")
+        if dt.kind in "iu":
+            info = np.iinfo(dt.name)
+            if not all(v == int(v) and info.min <= int(v) <= info.max for v in numbers):
+                raise InvalidArgument(f"{where}: values must be integers within {o.datatype}'s range")
+        elif dt.kind == "f" and any(abs(v) > float(np.finfo(dt.name).max) for v in numbers):
+            raise InvalidArgument(f"{where}: values beyond {o.datatype}'s range")
+
+
+def check_deployment(dep: Deployment) -> None:
+    """What the policy types leave to the control plane: every number finite (a NaN weight, stage or tolerance
+    would pass their range checks and then fail the store's JSON), budgets not negative, targets that can name
+    a served version, default answers whose values fit their datatype."""
+    name = dep.name
+    weights = [v.weight for v in dep.variants]
+    if not all(math.isfinite(w) for w in weights) or not math.isfinite(sum(weights)):
+        raise InvalidArgument(f"deployment '{name}': variant weights must be finite numbers with a finite sum")
+    if dep.link_timeout_us < 0:
+        raise InvalidArgument(f"deployment '{name}': link_timeout_us must not be negative")
+    if not (math.isfinite(dep.shadow_tolerance) and dep.shadow_tolerance >= 0):
+        raise InvalidArgument(f"deployment '{name}': shadow_tolerance must be a finite number >= 0")
+    targets = [v.target for v in dep.variants] + list(dep.fallback)
+    if dep.shadow is not None:
+        targets.append(dep.shadow)
+    c = dep.canary
+    if c is not None:
+        targets += [c.baseline, c.canary]
+        numbers = [x for stage in c.stages for x in stage] + [c.max_error_rate, c.max_p99_ms]
+        if not all(math.isfinite(x) for x in numbers):
+            raise InvalidArgument(f"deployment '{name}': canary stages, max_error_rate and max_p99_ms must be "
+                                  "finite numbers")
+    for t in targets:
+        _check_target(dep, t)
+    _check_default(dep)
 
 
 def deployment_to_dict(dep: Deployment) -> dict[str, Any]:
@@ -86,6 +147,13 @@ def _canary_from_dict(c: dict[str, Any]) -> Canary:
     )
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
 class ControlPlane:
     """Registry, deployments and audit, persisted in one store that several server processes may share.
 
@@ -110,6 +178,7 @@ class ControlPlane:
         With ``expected_revision`` (0: must not exist yet) the write is a compare-and-set that raises Aborted when
         another writer changed the deployment first.
         """
+        check_deployment(dep)
         revision = await asyncio.to_thread(
             self.store.put_deployment, dep.name, deployment_to_dict(dep), actor, expected_revision
         )
@@ -192,15 +261,20 @@ class ControlPlane:
             raise InvalidArgument("value: must be a finite number")
         return self.router.report_outcome(request_id, value)
 
-    def experiment(self, name: str) -> tuple[list[tuple[Target, VariantStats]], Comparison]:
-        """Each variant's statistics, in the deployment's order, and the first two compared."""
+    async def experiment(self, name: str) -> tuple[list[tuple[Target, VariantStats]], Comparison]:
+        """Each variant's statistics, in the deployment's order, and the first two compared.
+
+        The statistics are copied here, on the event loop; the comparison runs in a worker thread, since its first
+        use imports scipy (seconds during which the loop would serve nothing).
+        """
         dep = self.get_deployment(name)
         if not dep.variants:
             raise InvalidArgument(f"deployment '{name}' splits no traffic between variants")
         stats = self.router.variant_stats.get(name, {})
-        rows = [(v.target, stats.get(v.target, VariantStats())) for v in dep.variants]
-        verdict = compare(rows[0][1], rows[1][1]) if len(rows) > 1 else Comparison("none", 0, 0, 0, 1.0)
-        return rows, verdict
+        rows = [(v.target, replace(stats.get(v.target, VariantStats()))) for v in dep.variants]
+        if len(rows) < 2:
+            return rows, Comparison("none", 0, 0, 0, 1.0)
+        return rows, await asyncio.to_thread(compare, rows[0][1], rows[1][1])
 
     async def delete_deployment(self, name: str, actor: str, expected_revision: int | None = None) -> None:
         if not await asyncio.to_thread(self.store.delete_deployment, name, actor, expected_revision):
@@ -218,7 +292,7 @@ class ControlPlane:
         reason: str,
     ) -> ModelVersionRecord:
         """Store the artifact (content-addressed) and register the version that points at it."""
-        if isinstance(artifact, Path) and not artifact.is_file():
+        if isinstance(artifact, Path) and not _is_file(artifact):
             raise InvalidArgument(f"path: {artifact} is not a file the server can read")
         if isinstance(artifact, bytes) and not artifact:
             raise InvalidArgument("artifact: give the model file's content or a path")

@@ -30,6 +30,20 @@ __all__ = ["DataPlane", "ModelMetadata", "ServerMetadata"]
 Array = npt.NDArray[np.generic]
 
 MAX_DEFAULT_ROWS = 65536
+MAX_DEFAULT_ELEMENTS = 1 << 22  # values a default answer is repeated to (rows times values a row): 32 MiB of FP64
+_MAX_VERSION_DIGITS = 18  # every version that fits an int64
+
+
+def _version(name: str, version: str) -> str:
+    """``version`` when it can name one ('' for the newest, or ASCII decimal digits that fit an int64).
+
+    Anything else names no version: NOT_FOUND, before the registry turns it into an int (``'\u00b2'.isdigit()`` is
+    True but ``int('\u00b2')`` raises, ``int('\u0661')`` is 1, and a string of over 4300 digits is refused by ``int``).
+    """
+    if version and not (version.isascii() and version.isdigit() and len(version) <= _MAX_VERSION_DIGITS):
+        raise NotFound(f"model '{name[:200]}' has no version '{version[:40]}' (versions are decimal integers)")
+    return version
+
 
 # what makes a deployment try its next target: the model failed, timed out, or is not there
 _FALLBACK_ON = (ModelExecutionError, DeadlineExceeded, Unavailable, NotFound)
@@ -95,24 +109,34 @@ class DataPlane:
             return name, version
         targets = ([v.target for v in (dep.canary.variants() if dep.canary else dep.variants)]
                    + list(dep.fallback))
-        ready = [t for t in targets if self.registry.ready(t.model, t.version)]
+        ready = [t for t in targets if self._ready(t.model, t.version)]
         first = (ready or targets)[0]
         return first.model, first.version
 
+    def _get(self, name: str, version: str = "") -> LoadedVersion:
+        return self.registry.get(name, _version(name, version))
+
+    def _ready(self, name: str, version: str) -> bool:
+        try:
+            _version(name, version)
+        except NotFound:
+            return False
+        return self.registry.ready(name, version)
+
     def model_ready(self, name: str, version: str = "") -> bool:
-        return not self.stopping and self.registry.ready(*self._resolve(name, version))
+        return not self.stopping and self._ready(*self._resolve(name, version))
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata("infer", __version__, EXTENSIONS)
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
-        lv = self.registry.get(*self._resolve(name, version))
+        lv = self._get(*self._resolve(name, version))
         versions = [e.version for e in self.registry.index() if e.name == lv.name and e.state == "READY"]
         platform = lv.config.platform or lv.config.backend
         return ModelMetadata(name, versions, platform, lv.inputs, lv.outputs)
 
     def model_config(self, name: str, version: str = "") -> ModelConfig:
-        return self.registry.get(*self._resolve(name, version)).config
+        return self._get(*self._resolve(name, version)).config
 
     # ---- inference -----------------------------------------------------------------------
 
@@ -149,7 +173,7 @@ class DataPlane:
     async def _infer_routed(self, request: InferRequest) -> InferResponse:
         routed = self.router.route(request) if self.router is not None else None
         if routed is None:
-            return await self._infer_one(request, self.registry.get(request.model_name, request.model_version), 0)
+            return await self._infer_one(request, self._get(request.model_name, request.model_version), 0)
         dep, targets = routed
         assert self.router is not None
         error: InferError = Unavailable(f"deployment '{dep.name}': no target could answer")
@@ -157,7 +181,7 @@ class DataPlane:
             last = depth == len(targets) - 1
             t0 = time.monotonic()
             try:
-                lv = self.registry.get(target.model, target.version)
+                lv = self._get(target.model, target.version)
                 if not last and lv.state is ModelState.DEGRADED:
                     continue
                 budget = 0 if last else dep.link_timeout_us  # the last link has no next to leave time for
@@ -189,6 +213,10 @@ class DataPlane:
             if rows > MAX_DEFAULT_ROWS:  # no target checked this request's batch size
                 raise InvalidArgument(f"input '{request.inputs[0].name}': batch size {rows} is over the "
                                       f"{MAX_DEFAULT_ROWS} rows a default answer is given for")
+            per_row = sum(len(o.values) for o in answer.outputs)
+            if rows > 1 and rows * per_row > MAX_DEFAULT_ELEMENTS:  # a zero-width input costs nothing to send
+                raise InvalidArgument(f"input '{request.inputs[0].name}': batch size {rows} times the "
+                                      f"{per_row} values of a default answer's row is over {MAX_DEFAULT_ELEMENTS}")
         wanted = set(request.outputs)
         outputs = [Tensor(o.name, DataType(o.datatype), o.array(rows))
                    for o in answer.outputs if not wanted or o.name in wanted]
@@ -212,7 +240,7 @@ class DataPlane:
                       stats: ShadowStats) -> None:
         assert self.router is not None
         try:
-            shadow = await self._infer_one(request, self.registry.get(target.model, target.version), 0)
+            shadow = await self._infer_one(request, self._get(target.model, target.version), 0)
         except InferError:
             stats.errors += 1
         else:
@@ -297,7 +325,7 @@ class DataPlane:
 
     async def _ensemble_step(self, step: EnsembleStepPlan, tensors: dict[str, Array], request: InferRequest,
                              deadline: float | None) -> dict[str, Array]:
-        sub_lv = self.registry.get(step.model, step.version)  # the registry re-plans ensembles when a step reloads
+        sub_lv = self._get(step.model, step.version)  # the registry re-plans ensembles when a step reloads
         specs = sub_lv.input_specs
         sub = InferRequest(
             model_name=step.model, model_version=step.version, id=request.id,
@@ -335,7 +363,7 @@ class DataPlane:
     def statistics(self, name: str = "", version: str = "") -> list[tuple[str, str, VersionStats]]:
         if name:
             if version:
-                lv = self.registry.get(name, version)
+                lv = self._get(name, version)
                 return [(lv.name, str(lv.version), lv.stats)]
             found = [v for v in self.registry.loaded() if v.name == name]
             if not found:

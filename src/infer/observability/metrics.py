@@ -10,6 +10,8 @@ Names: ``infer_`` prefix, counters end in ``_total``, durations in ``_seconds``.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -138,6 +140,23 @@ def _deployment_families(rows: Iterable[DeploymentFigures]) -> Iterator[Metric]:
     yield from (attempts, seconds, outcomes, outcome_sum, defaults, shadow, stage, percent)
 
 
+def _process_families() -> Iterator[Metric]:
+    """What the serving process holds: asyncio tasks on its event loop and Python threads. A leak of either (an
+    RPC handler that never ends, a worker pool never shut down) shows as a count that keeps growing."""
+    threads = GaugeMetricFamily("infer_python_threads", "Python threads alive in the server process.")
+    threads.add_metric([], threading.active_count())
+    yield threads
+    try:
+        tasks = len(asyncio.all_tasks())
+    except RuntimeError:  # collected off an event loop (the metrics port scrapes on the serving loop)
+        return
+    gauge = GaugeMetricFamily("infer_event_loop_tasks",
+                              "asyncio tasks alive on the serving event loop (RPC handlers, streams, background "
+                              "jobs, the scrape itself).")
+    gauge.add_metric([], tasks)
+    yield gauge
+
+
 class _Collector(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
@@ -187,6 +206,7 @@ class _Collector(Collector):
         yield from hists.values()
         if self._m.deployments is not None:
             yield from _deployment_families(self._m.deployments())
+        yield from _process_families()
 
 
 class Metrics:

@@ -10,9 +10,12 @@ files is packed by its task into one file first (a deterministic tar would do; t
     <root>/tmp/                                                     staging; same filesystem, so rename is atomic
 
 A write goes to a temp file under ``<root>/tmp``, is fsynced, renamed into place and the directory fsynced, so a reader
-never sees a partial file, even after SIGKILL or power loss (a killed writer can leave only an orphan in ``tmp``).
-Putting the same bytes again is a no-op that returns the same :class:`ArtifactRef`. :meth:`ArtifactStore.get` hashes
-the file and raises :class:`ArtifactCorrupted` when it no longer matches its digest.
+never sees a partial file, even after SIGKILL or power loss; the metadata file follows the object, so none describes
+an object that is not there. A writer holds an exclusive ``flock`` on its temp file until the file is in place, and a
+store that opens removes the temp files nobody holds: those of writers that died mid-put (a SIGKILL, a crash), never
+those of live writers in other processes sharing the directory. Putting the same bytes again is a no-op that returns
+the same :class:`ArtifactRef`. :meth:`ArtifactStore.get` hashes the file and raises :class:`ArtifactCorrupted` when it
+no longer matches its digest.
 
 An S3-compatible store implements the same four methods without changing callers (no boto3 here; any client will do):
 
@@ -30,8 +33,10 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import stat
@@ -44,6 +49,8 @@ from typing import BinaryIO
 from infer.errors import ArtifactCorrupted, InvalidArgument, NotFound
 
 __all__ = ["ArtifactRef", "ArtifactStore", "LocalArtifactStore", "sha256_file"]
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -106,6 +113,7 @@ class LocalArtifactStore(ArtifactStore):
         self._tmp = self.root / "tmp"
         self._objects.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self.swept = self._sweep_staging()  # temp files of writers that died mid-put, removed
 
     def path_for(self, sha256: str) -> Path:
         if not _HEX.match(sha256):
@@ -117,19 +125,12 @@ class LocalArtifactStore(ArtifactStore):
 
     def put(self, source: Path | bytes, name: str | None = None) -> ArtifactRef:
         if isinstance(source, bytes | bytearray | memoryview):
-            staged, digest, size = self._stage(_bytes_chunks(bytes(source)))
-        else:
-            source = Path(source)
-            if not source.is_file():
-                raise InvalidArgument(f"artifact {source} is not a file (directories are not stored; pack them first)")
-            name = name if name is not None else source.name
-            with source.open("rb") as f:
-                staged, digest, size = self._stage(_file_chunks(f))
-        try:
-            self._install(staged, digest, size, name)
-        finally:
-            staged.unlink(missing_ok=True)
-        return ArtifactRef(self.uri_for(digest), digest, size, self._stored_name(digest, name))
+            return self._put(_bytes_chunks(bytes(source)), name)
+        source = Path(source)
+        if not source.is_file():
+            raise InvalidArgument(f"artifact {source} is not a file (directories are not stored; pack them first)")
+        with source.open("rb") as f:
+            return self._put(_file_chunks(f), name if name is not None else source.name)
 
     def get(self, ref: ArtifactRef) -> Path:
         path = self.path_for(ref.sha256)
@@ -156,36 +157,53 @@ class LocalArtifactStore(ArtifactStore):
         _fsync_dir(path.parent)
         return True
 
-    def _stage(self, chunks: Iterator[bytes]) -> tuple[Path, str, int]:
-        """Write chunks to a temp file under ``tmp/`` while hashing; fsync; remove it on any failure."""
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-", suffix=".partial")
-        staged = Path(tmp_name)
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        except BaseException:
-            staged.unlink(missing_ok=True)
-            raise
-        return staged, digest.hexdigest(), size
+    def _put(self, chunks: Iterator[bytes], name: str | None) -> ArtifactRef:
+        """Write chunks to a locked temp file under ``tmp/`` while hashing, fsync, install; the temp file is removed
+        on any failure (and, should this process die, by the next store that opens)."""
+        with _staged(self._tmp, "put-") as (out, staged):
+            digest = hashlib.sha256()
+            size = 0
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+            hexdigest = digest.hexdigest()
+            self._install(staged, hexdigest, size, name)  # under the lock: a sweep never takes the file away
+        return ArtifactRef(self.uri_for(hexdigest), hexdigest, size, self._stored_name(hexdigest, name))
 
     def _install(self, staged: Path, digest: str, size: int, name: str | None) -> None:
-        """Atomically rename the staged file into place, unless an intact copy is already there."""
+        """Atomically rename the staged file into place, unless an intact copy is already there; then its metadata."""
         final = self.path_for(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        if not final.parent.is_dir():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(self._objects)  # the new directory's entry, durable before anything is put in it
+        if not (final.is_file() and sha256_file(final) == (digest, size)):  # else idempotent: already stored
+            os.chmod(staged, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            os.replace(staged, final)  # atomic on POSIX: readers see the old file or the whole new one
+            _fsync_dir(final.parent)
         if name is not None and not _meta_path(final).exists():  # the first name given is kept
             _write_atomic(_meta_path(final), json.dumps({"name": name, "size": size}).encode(), self._tmp)
-        if final.is_file() and sha256_file(final) == (digest, size):
-            return  # idempotent: the same content is already stored
-        os.chmod(staged, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-        os.replace(staged, final)  # atomic on POSIX: readers see the old file or the whole new one
-        _fsync_dir(final.parent)
+
+    def _sweep_staging(self) -> int:
+        """Remove the temp files under ``tmp/`` that no writer holds (their writer died); returns how many."""
+        removed = 0
+        for path in self._tmp.glob("*.partial"):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue  # finished or removed meanwhile
+            try:
+                if _try_lock(fd) is True:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            finally:
+                os.close(fd)
+        if removed:
+            log.warning("artifact store %s: removed %d temp file(s) left by writers that died mid-put", self.root,
+                        removed)
+        return removed
 
     def _stored_name(self, digest: str, fallback: str | None) -> str | None:
         meta = _meta_path(self.path_for(digest))
@@ -211,18 +229,44 @@ def _file_chunks(f: BinaryIO) -> Iterator[bytes]:
 
 
 def _write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="meta-", suffix=".partial")
+    with _staged(tmp_dir, "meta-") as (out, staged):
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+        os.replace(staged, path)
+    _fsync_dir(path.parent)
+
+
+def _try_lock(fd: int) -> bool | None:
+    """Take an exclusive flock without waiting: True, False when another holds it, None when the filesystem has none."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
+@contextlib.contextmanager
+def _staged(tmp_dir: Path, prefix: str) -> Iterator[tuple[BinaryIO, Path]]:
+    """A new temp file under ``tmp_dir``, open for writing and flock-held until the block ends (the block renames it
+    into place, or it is removed here), so that a sweep removes only the temp files of writers that died."""
+    while True:
+        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix=prefix, suffix=".partial")
+        locked = _try_lock(fd)
+        try:
+            if locked is None or (locked and os.stat(tmp_name).st_ino == os.fstat(fd).st_ino):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # a sweep took the file between its creation and the lock: take another
+    staged = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
+            yield out, staged
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

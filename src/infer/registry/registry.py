@@ -293,6 +293,7 @@ class ModelRegistry:
             path = self.repository.version_dir(name, version)
         else:
             path = self.repository.find_model_file(name, version, config.default_model_filename or cls.default_filename)
+        log.info("model %s version %d: loading %s", name, version, path)  # as Triton says "loading: name:version"
         runtime = await asyncio.to_thread(cls.open, path, config.model_copy(update={"name": name}), self._options)
         try:
             done = complete_config(

@@ -45,7 +45,7 @@ class ShadowStats:
             if a.dtype == object or b.dtype == object:
                 same = same and bool(np.array_equal(a, b))
                 continue
-            diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+            diff = _max_abs_diff(a, b)
             worst = max(worst, diff)
             same = same and diff <= tolerance
         self.compared += 1
@@ -54,6 +54,18 @@ class ShadowStats:
             self.matched += 1
         else:
             self.mismatched += 1
+
+
+def _max_abs_diff(a: Array, b: Array) -> float:
+    """Largest absolute difference, where NaN against NaN and an infinity against the same one are equal (a model
+    answering NaN in the same places agrees with itself) and NaN against anything else differs without bound."""
+    if not a.size:
+        return 0.0
+    x, y = a.astype(np.float64), b.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        diff = np.where((x == y) | (np.isnan(x) & np.isnan(y)), 0.0, np.abs(x - y))
+    worst = float(np.max(diff))
+    return np.inf if worst != worst else worst  # NaN against a number
 
 
 @dataclass(slots=True)

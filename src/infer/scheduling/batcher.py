@@ -18,7 +18,11 @@ Policy, all on the event loop with no locks:
   take under ``infer.inline_max_us`` (config parameter, default 250 us; 0 disables) runs on the
   event loop instead, because handing it to a thread and back costs the loop more than that;
   such a request arriving at an idle scheduler is computed before ``enqueue`` returns, so its
-  caller finds the future done and never suspends.
+  caller finds the future done and never suspends. A model that once holds the loop far longer
+  than that (it is slow only on some inputs) never runs there again;
+* deadlines hold whatever the instances do: a request still queued when its deadline passes is
+  answered DEADLINE_EXCEEDED then, even with every instance busy, and so is one whose batch is
+  still running (the batch finishes in its thread, the instance stays busy until it does).
 Every request that leaves the queue ends with a result or an error (try/finally around each
 batch; cancelled callers are skipped; only futures not yet done are resolved).
 """
@@ -61,19 +65,34 @@ Array = npt.NDArray[np.generic]
 Outputs = dict[str, Array]
 HealthSink = Callable[[LoadedVersion, ModelState, str], None]
 
+# An inline run this many times over the inline budget held the event loop (and every other model) that
+# long: the version runs in worker threads from then on.
+INLINE_STRIKE = 20
+# Without a measured batch for this long, deadline predictions are not trusted: the next batch runs, so a
+# curve that one slow outlier pushed up cannot keep refusing every request with a deadline below it.
+CURVE_STALE_S = 1.0
+# While a bounded level is full, requests already cancelled are cleared from it at most this often.
+PURGE_EVERY_S = 0.1
+
+
+def _no_horizon(size: int) -> float:
+    return 0.0
+
 
 class LatencyCurve:
     """Execution time per batch size, learnt as an exponential moving average.
 
     ``alpha_up`` < ``alpha_down`` makes it follow the fast runs and shrug off stalls (a page
     fault, a busy neighbour): one slow run moves the estimate by at most ``alpha_up`` of the way
-    to twice its value.
+    to twice its value. Without ``alpha_up``, one run still counts as at most ``max_step`` times
+    the estimate: a model that is slow only on rare inputs does not make every batch look slow,
+    and a model that really became slower is learnt within a few runs.
     """
 
-    def __init__(self, alpha: float = 0.2, alpha_up: float | None = None) -> None:
+    def __init__(self, alpha: float = 0.2, alpha_up: float | None = None, max_step: float = 10.0) -> None:
         self._down = alpha
         self._up = alpha if alpha_up is None else alpha_up
-        self._robust = alpha_up is not None
+        self._step = 2.0 if alpha_up is not None else max_step
         self._by_size: dict[int, float] = {}
 
     def observe(self, size: int, seconds: float) -> None:
@@ -83,7 +102,7 @@ class LatencyCurve:
         elif seconds <= old:
             self._by_size[size] = old + self._down * (seconds - old)
         else:
-            target = min(seconds, 2 * old) if self._robust else seconds
+            target = min(seconds, self._step * old)
             self._by_size[size] = old + self._up * (target - old)
 
     def lower(self, size: int, seconds: float) -> None:
@@ -139,6 +158,11 @@ class BatchScheduler:
         self._busy = 0
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None  # the queue's next deadline, armed while it waits
+        self._expiry_at = math.inf
+        self._watches: dict[int, asyncio.TimerHandle] = {}  # running batches' deadlines, by id(batch)
+        self._measured_at = -math.inf  # when the latency curve last learnt from a batch
+        self._purged_at = -math.inf
         self._pump_soon = False
         self._deadline_aware = cfg.parameter("infer.deadline_aware", "true").lower() != "false"
         self._inline_s = float(cfg.parameter("infer.inline_max_us", "250") or 0) / 1e6
@@ -185,7 +209,7 @@ class BatchScheduler:
         if self._closed:
             raise Unavailable(f"model '{self.version.name}' version {self.version.version} is unloading")
         level = self._level(priority)
-        if self._queue.full(level):
+        if self._queue.full(level) and (not self._purge_cancelled() or self._queue.full(level)):
             self._stats.rejected += 1
             self._metrics.rejected += 1
             raise QueueFull(
@@ -242,8 +266,10 @@ class BatchScheduler:
             self._stats.fail.add(int((now - p.arrival) * 1e9))
             self._metrics.failure(Unavailable.code.value)
             p.future.set_exception(Unavailable(f"model '{self.version.name}' was unloaded"))
-        if self._timer is not None:
-            self._timer.cancel()
+        for handle in (self._timer, self._expiry, *self._watches.values()):
+            if handle is not None:
+                handle.cancel()
+        self._watches.clear()
         self._executor.shutdown(wait=False)
 
     # ---- queue policy --------------------------------------------------------------------
@@ -260,6 +286,16 @@ class BatchScheduler:
                 f"parameter 'priority': {priority} is outside 1..{self._levels} for model '{self.version.name}'"
             )
         return priority
+
+    def _purge_cancelled(self) -> bool:
+        """Clear cancelled requests out of a full queue (at most every PURGE_EVERY_S); True if any went."""
+        now = self._clock.now()
+        if now - self._purged_at < PURGE_EVERY_S:
+            return False
+        self._purged_at = now
+        gone = self._queue.discard_done()
+        self._stats.cancelled += len(gone)
+        return bool(gone)
 
     def _retry_hint(self) -> float:
         per_batch = self.latency.predict(self._max_samples) or 0.01
@@ -281,12 +317,35 @@ class BatchScheduler:
             now = self._clock.now()
             if not self._ready(now):
                 self._arm_timer(now)
-                return
-            batch, dropped = q.take(self._max_samples, self._max_requests, now, self._horizon)
+                break
+            stale = now - self._measured_at > CURVE_STALE_S
+            batch, dropped = q.take(self._max_samples, self._max_requests, now,
+                                    _no_horizon if stale else self._horizon)
             if dropped:
                 self._drop(dropped, now)
             if batch:
                 self._launch(batch, now)
+        if q.count:
+            self._arm_expiry()
+
+    def _arm_expiry(self) -> None:
+        """Wake up at the queue's next deadline: waiting requests are answered on time even while every
+        instance is busy (a model stuck on one input must not hold the others' answers)."""
+        due = self._queue.next_due()
+        if due >= self._expiry_at or due == math.inf or self._loop is None:
+            return
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry_at = due
+        self._expiry = self._loop.call_later(max(0.0, due - self._clock.now()), self._on_expiry)
+
+    def _on_expiry(self) -> None:
+        self._expiry, self._expiry_at = None, math.inf
+        now = self._clock.now()
+        expired = self._queue.expire(now)
+        if expired:
+            self._drop(expired, now)
+        self._pump()
 
     def _deferred_pump(self) -> None:
         self._pump_soon = False
@@ -328,16 +387,52 @@ class BatchScheduler:
             # A batch predicted to take less than handing it to a thread costs runs right here:
             # the thread round trip (wake-up, GIL hand-over, callback) would block the loop longer.
             done: asyncio.Future[Any] = self._loop.create_future()
+            t0 = time.perf_counter()
             try:
                 result = self._compute(batch)
                 self._cost.observe(size, result[3] / 1e9)
                 done.set_result(result)
             except Exception as e:
                 done.set_exception(e)
+            self._strike(time.perf_counter() - t0)
             self._finished(batch, done, pump=False)
             return
+        first = min(p.deadline for p in batch)
+        if first != math.inf:
+            self._watches[id(batch)] = self._loop.call_later(max(0.0, first - now), self._expire_running, batch)
         fut = self._loop.run_in_executor(self._executor, self._compute, batch)
         fut.add_done_callback(partial(self._finished, batch))
+
+    def _strike(self, seconds: float) -> None:
+        """An inline run that held the loop far past the inline budget moves the version off the loop for good."""
+        if seconds > INLINE_STRIKE * self._inline_s > 0:
+            self._inline_s = 0.0
+            log.warning("model %s version %d held the event loop for %.1f ms in one batch: it runs in worker "
+                        "threads from now on", self.version.name, self.version.version, seconds * 1e3)
+
+    def _expire_running(self, batch: list[Pending]) -> None:
+        """A running batch's earliest deadline passed: answer DEADLINE_EXCEEDED to whoever is past theirs now,
+        and wait for the next one."""
+        now = self._clock.now()
+        nxt = math.inf
+        for p in batch:
+            if p.future.done():
+                continue
+            if p.deadline <= now:
+                self._expire(p, now, "request deadline passed while its batch was running")
+            else:
+                nxt = min(nxt, p.deadline)
+        if nxt != math.inf and self._loop is not None:
+            self._watches[id(batch)] = self._loop.call_later(nxt - now, self._expire_running, batch)
+        else:
+            self._watches.pop(id(batch), None)
+
+    def _expire(self, p: Pending, now: float, why: str) -> None:
+        p.expired = True
+        self._stats.expired += 1
+        self._stats.fail.add(int((now - p.arrival) * 1e9))
+        self._metrics.failure("DEADLINE_EXCEEDED")
+        p.future.set_exception(DeadlineExceeded(f"model '{self.version.name}': {why}"))
 
     def _runs_inline(self, size: int) -> bool:
         return self._inline_s > 0 and 0 < self._cost.predict(size) < self._inline_s
@@ -373,6 +468,9 @@ class BatchScheduler:
     def _finished(self, batch: list[Pending], fut: asyncio.Future[Any], pump: bool = True) -> None:
         self._busy -= 1
         self._running -= len(batch)
+        watch = self._watches.pop(id(batch), None)
+        if watch is not None:
+            watch.cancel()
         try:
             self._resolve(batch, fut)
         finally:
@@ -405,6 +503,8 @@ class BatchScheduler:
         stats, m = self._stats, self._metrics
         if error is not None:
             for p in batch:
+                if p.expired:
+                    continue
                 stats.fail.add(int((end - p.arrival) * 1e9))
                 m.failure(error.code.value)
                 if not p.future.done():
@@ -415,6 +515,7 @@ class BatchScheduler:
         self.health.record_latency(infer_ns / 1e9)
         self._judge(ok=True, count=len(batch))
         self.latency.observe(total, infer_ns / 1e9)
+        self._measured_at = end
         self._cost.lower(total, infer_ns / 1e9)
         stats.record_batch(total, len(batch), in_ns, infer_ns, out_ns)
         stats.last_inference_ms = int(time.time() * 1000)
@@ -424,7 +525,10 @@ class BatchScheduler:
             stats.queue.add(int(queue_s * 1e9))
             m.queue_duration.observe(queue_s)
             if p.future.done():
-                stats.cancelled += 1
+                stats.cancelled += 0 if p.expired else 1
+                continue
+            if p.deadline <= end:  # finished late (an inline batch cannot be watched while it runs)
+                self._expire(p, end, "request deadline passed while its batch was running")
                 continue
             stats.success.add(int((end - p.arrival) * 1e9))
             m.success += 1

@@ -37,6 +37,7 @@ class Pending:
     queued: bool = False
     started: float = 0.0
     user: Any = None  # whatever the caller wants back with the result (e.g. its request)
+    expired: bool = False  # answered DEADLINE_EXCEEDED while its batch was still running
 
     def due(self) -> float:
         return min(self.deadline, self.queue_timeout)
@@ -69,7 +70,16 @@ class RequestQueue:
         self._seq += 1
         item.seq = self._seq
         self._push(item, item.level - 1)
-        self._arrivals.append(item)
+        arrivals = self._arrivals
+        arrivals.append(item)
+        # Entries of requests that left the queue are dropped from the front as they go (``oldest``), but a
+        # scheduler that never asks for the oldest (every batch launched at once) would keep them all, inputs
+        # and futures included: keep the deque within twice what is queued.
+        if len(arrivals) > 2 * self.count + 64:
+            while arrivals and not arrivals[0].queued:
+                arrivals.popleft()
+            if len(arrivals) > 2 * self.count + 64:
+                self._arrivals = deque(p for p in arrivals if p.queued)
 
     def _push(self, item: Pending, index: int) -> None:
         heapq.heappush(self._levels[index].heap, (item.due(), item.seq, item))
@@ -109,10 +119,7 @@ class RequestQueue:
         for index, lv in enumerate(self._levels):
             heap = lv.heap
             while heap and total < max_samples and len(batch) < max_requests and scanned < 4 * max_samples + 16:
-                item = heapq.heappop(heap)[2]
-                item.queued = False
-                self.count -= 1
-                self.samples -= item.samples
+                item = self._pop(heap)
                 scanned += 1
                 if item.future.done():
                     expired.append(item)
@@ -138,6 +145,51 @@ class RequestQueue:
         for index, item in aside:
             self._push(item, index)
         return batch, expired
+
+    def next_due(self) -> float:
+        """The earliest deadline or queue-policy timeout of anything queued (inf when none)."""
+        return min((lv.heap[0][0] for lv in self._levels if lv.heap), default=math.inf)
+
+    def expire(self, now: float) -> list[Pending]:
+        """Remove and return what is due by ``now`` (deadline passed, REJECT timeout passed) and what was
+        cancelled at the head of a level; a DELAY timeout moves its request to the trailing level. Called when
+        no instance is free to take from the queue, so that waiting requests are still answered on time."""
+        out: list[Pending] = []
+        last = len(self._levels) - 1
+        for index, lv in enumerate(self._levels):
+            heap = lv.heap
+            while heap and (heap[0][0] <= now or heap[0][2].future.done()):
+                item = self._pop(heap)
+                if item.deadline > now and item.delay_on_timeout and not item.future.done():
+                    item.queue_timeout = math.inf
+                    self._push(item, last if index != last else index)
+                    continue
+                out.append(item)
+        return out
+
+    def discard_done(self) -> list[Pending]:
+        """Remove and return every queued request whose future is already done (its caller cancelled), so
+        that abandoned requests do not hold places in a bounded queue."""
+        out: list[Pending] = []
+        for lv in self._levels:
+            keep = [entry for entry in lv.heap if not entry[2].future.done()]
+            if len(keep) == len(lv.heap):
+                continue
+            out += [entry[2] for entry in lv.heap if entry[2].future.done()]
+            heapq.heapify(keep)
+            lv.heap = keep
+        for item in out:
+            item.queued = False
+            self.count -= 1
+            self.samples -= item.samples
+        return out
+
+    def _pop(self, heap: list[tuple[float, int, Pending]]) -> Pending:
+        item = heapq.heappop(heap)[2]
+        item.queued = False
+        self.count -= 1
+        self.samples -= item.samples
+        return item
 
     def drain(self) -> list[Pending]:
         """Remove and return everything queued."""

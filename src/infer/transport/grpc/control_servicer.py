@@ -17,19 +17,37 @@ from infer.errors import InvalidArgument
 from infer.registry.store import ModelVersionRecord
 from infer.routing.policies import Canary, DefaultAnswer, DefaultOutput, Deployment, Target, Variant
 from infer.routing.router import ShadowStats
-from infer.transport.grpc.status import grpc_errors
+from infer.transport.grpc.status import add_servicer, grpc_errors
 
-__all__ = ["ControlServicer", "deployment_from_pb", "deployment_to_pb", "record_from_pb", "record_to_pb"]
+__all__ = ["ControlServicer", "add_control_servicer", "deployment_from_pb", "deployment_to_pb", "record_from_pb",
+           "record_to_pb"]
 
 Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 ActorOf = Callable[[Sequence[tuple[str, str]]], str]
 
 
+_MAX_VERSION_CHARS = 256  # longer is no version anyone writes, and int() refuses numbers of over 4300 digits
+
+
+def _check_ids(v: Any) -> None:
+    """What the registry's patterns let through: they end in ``$``, which also matches before a final newline, and
+    ``\\d`` matches any Unicode digit (``'1\\u0661.0.0'`` read as 11.0.0); ids and semantic versions are ASCII."""
+    for name in ("model_id", "version", "parent_version"):
+        value = getattr(v, name)
+        if name != "model_id" and len(value) > _MAX_VERSION_CHARS:
+            raise InvalidArgument(f"version.{name}: longer than {_MAX_VERSION_CHARS} characters")
+        if not value.isascii() or "\n" in value:
+            raise InvalidArgument(f"version.{name}: {value[:40]!r} holds a character no id or semantic version has")
+
+
 def record_from_pb(v: Any) -> ModelVersionRecord:
+    _check_ids(v)
     try:
         hyper = {k: json.loads(text) for k, text in v.hyperparameters.items()}
     except ValueError as e:
         raise InvalidArgument(f"version.hyperparameters: values are JSON text ({e})") from None
+    except RecursionError:
+        raise InvalidArgument("version.hyperparameters: JSON nested too deeply") from None
     return ModelVersionRecord(
         model_id=v.model_id,
         version=v.version,
@@ -242,7 +260,7 @@ class ControlServicer(cpb_grpc.ControlPlaneServicer):
 
     @grpc_errors
     async def GetExperiment(self, request: Any, context: Ctx) -> Any:
-        rows, verdict = self._cp.experiment(request.name)
+        rows, verdict = await self._cp.experiment(request.name)
         return cpb.ExperimentReport(
             deployment=request.name,
             variants=[cpb.VariantReport(
@@ -252,3 +270,9 @@ class ControlServicer(cpb_grpc.ControlPlaneServicer):
             metric=verdict.metric, difference=verdict.difference, ci95_low=verdict.ci95_low,
             ci95_high=verdict.ci95_high, p_value=verdict.p_value,
         )
+
+
+def add_control_servicer(servicer: ControlServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` on ``server``, undecodable requests answered INVALID_ARGUMENT (see
+    :func:`infer.transport.grpc.status.add_servicer`); the ``add`` of build_server's ``extra`` entries."""
+    add_servicer(cpb_grpc.add_ControlPlaneServicer_to_server, servicer, server)

@@ -1,33 +1,102 @@
-"""Server interceptors: access control (installed only when a token file is configured)."""
+"""Server interceptors: access control and per-token request rates (installed only with a token file).
+
+Order of checks for a call: the method's role (none: health checks and reflection pass untouched), the token
+(UNAUTHENTICATED), the role (PERMISSION_DENIED), the token's rate (RESOURCE_EXHAUSTED with a
+``google.rpc.RetryInfo`` detail). A unary call takes one request from its token's bucket or is refused; each
+message of a stream waits for its turn, so a stream is paced to the rate rather than cut.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
-from infer.auth import AuditLog, TokenTable, required_role
+from infer.auth import AuditLog, Identity, RateLimited, TokenBucket, TokenTable, required_role
 from infer.errors import InferError
 from infer.transport.grpc.status import GRPC_CODES
 
-__all__ = ["AuthInterceptor"]
+__all__ = ["AuthInterceptor", "retry_status"]
+
+def retry_status(message: str, retry_after_s: float) -> grpc.Status:
+    """RESOURCE_EXHAUSTED carrying a ``google.rpc.RetryInfo`` that says when to try again."""
+    seconds = max(0.0, retry_after_s)
+    retry = error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
+    )
+    detail = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message)
+    detail.details.add().Pack(retry)
+    return rpc_status.to_status(detail)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: InferError) -> None:
+    if isinstance(error, RateLimited):
+        await context.abort_with_status(retry_status(error.message, error.retry_after_s))
+    await context.abort(GRPC_CODES[error.code], error.message)
 
 
 def _deny(error: InferError, streaming: bool) -> grpc.RpcMethodHandler:
-    code = GRPC_CODES[error.code]
-
     if streaming:
         async def stream(request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            await context.abort(code, error.message)
+            await _abort(context, error)
             yield None  # pragma: no cover - abort raises
 
         return grpc.stream_stream_rpc_method_handler(stream)
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, error.message)
+        await _abort(context, error)
 
     return grpc.unary_unary_rpc_method_handler(unary)
+
+
+async def _paced(requests: AsyncIterator[Any], bucket: TokenBucket) -> AsyncIterator[Any]:
+    """A stream's messages, each handed on once its token's bucket has room for it."""
+    async for request in requests:
+        wait = bucket.reserve()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        yield request
+
+
+def _pace_stream(handler: grpc.RpcMethodHandler, bucket: TokenBucket) -> grpc.RpcMethodHandler:
+    inner = handler.stream_stream
+
+    async def behaviour(
+        request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        async for reply in inner(_paced(request_iterator, bucket), context):
+            yield reply
+
+    return grpc.stream_stream_rpc_method_handler(
+        behaviour,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _audit(handler: grpc.RpcMethodHandler, audit: AuditLog, who: str, action: str) -> grpc.RpcMethodHandler:
+    inner = handler.unary_unary
+
+    async def audited(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        target = getattr(request, "model_name", "")
+        try:
+            result = await inner(request, context)
+        except BaseException as e:
+            audit.write(who, action, {"model": target, "ok": False, "error": type(e).__name__})
+            raise
+        audit.write(who, action, {"model": target, "ok": True})
+        return result
+
+    return grpc.unary_unary_rpc_method_handler(
+        audited,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -45,29 +114,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if role is None:
             return await continuation(details)
         headers = dict(details.invocation_metadata or ())
+        streaming = method.endswith("StreamInfer")
         try:
-            ident = self._tokens.authenticate(str(headers.get("authorization", "")))
+            ident: Identity = self._tokens.authenticate(str(headers.get("authorization", "")))
             self._tokens.authorize(ident, role, method)
+            if not streaming:
+                self._tokens.admit(ident)
         except InferError as e:
-            return _deny(e, streaming=method.endswith("StreamInfer"))
+            return _deny(e, streaming)
         handler = await continuation(details)
-        if role != "deploy" or handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        inner = handler.unary_unary
-        audit, who, action = self._audit, ident.name, method.rsplit("/", 1)[-1]
-
-        async def audited(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            target = getattr(request, "model_name", "")
-            try:
-                result = await inner(request, context)
-            except BaseException as e:
-                audit.write(who, action, {"model": target, "ok": False, "error": type(e).__name__})
-                raise
-            audit.write(who, action, {"model": target, "ok": True})
-            return result
-
-        return grpc.unary_unary_rpc_method_handler(
-            audited,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if handler.stream_stream is not None and ident.bucket is not None:
+            return _pace_stream(handler, ident.bucket)
+        if role != "deploy" or handler.unary_unary is None:
+            return handler
+        return _audit(handler, self._audit, ident.name, method.rsplit("/", 1)[-1])

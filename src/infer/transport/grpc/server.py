@@ -10,9 +10,8 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from infer._proto import grpc_service_pb2 as pb
-from infer._proto import grpc_service_pb2_grpc as pb_grpc
 from infer.dataplane.service import DataPlane
-from infer.transport.grpc.servicer import InferenceServicer
+from infer.transport.grpc.servicer import InferenceServicer, add_inference_servicer
 
 __all__ = ["HealthPublisher", "build_server", "build_service_server"]
 
@@ -50,7 +49,7 @@ class HealthPublisher:
 
 def _new_server(
     max_message_bytes: int, reuse_port: bool, max_concurrent_rpcs: int,
-    interceptors: list[grpc.aio.ServerInterceptor] | None,
+    interceptors: list[grpc.aio.ServerInterceptor] | None, max_concurrent_streams: int = 0,
 ) -> grpc.aio.Server:
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -59,6 +58,8 @@ def _new_server(
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
+    if max_concurrent_streams > 0:  # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: per client connection
+        options.append(("grpc.max_concurrent_streams", max_concurrent_streams))
     return grpc.aio.server(
         options=options, maximum_concurrent_rpcs=max_concurrent_rpcs or None, interceptors=interceptors or None
     )
@@ -79,11 +80,12 @@ def build_server(
     max_message_bytes: int,
     reuse_port: bool,
     max_concurrent_rpcs: int = 0,
+    max_concurrent_streams: int = 0,
     interceptors: list[grpc.aio.ServerInterceptor] | None = None,
     extra: list[tuple[Any, Any, str]] | None = None,
 ) -> grpc.aio.Server:
-    server = _new_server(max_message_bytes, reuse_port, max_concurrent_rpcs, interceptors)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)  # type: ignore[no-untyped-call]
+    server = _new_server(max_message_bytes, reuse_port, max_concurrent_rpcs, interceptors, max_concurrent_streams)
+    add_inference_servicer(InferenceServicer(dataplane), server)  # undecodable bytes: INVALID_ARGUMENT, not UNKNOWN
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     names = [
         pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
@@ -99,10 +101,11 @@ def build_service_server(
     *,
     max_message_bytes: int,
     max_concurrent_rpcs: int = 0,
+    max_concurrent_streams: int = 0,
     interceptors: list[grpc.aio.ServerInterceptor] | None = None,
 ) -> grpc.aio.Server:
     """A server without the inference service: the control plane run apart (``infer control``)."""
-    server = _new_server(max_message_bytes, False, max_concurrent_rpcs, interceptors)
+    server = _new_server(max_message_bytes, False, max_concurrent_rpcs, interceptors, max_concurrent_streams)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     _add_services(server, [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], services)
     return server

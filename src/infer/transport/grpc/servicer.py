@@ -20,9 +20,9 @@ from infer.transport.grpc.converters import (
     infer_response_to_pb,
     model_stats_to_pb,
 )
-from infer.transport.grpc.status import grpc_errors, internal_error
+from infer.transport.grpc.status import Undecodable, add_servicer, grpc_errors, internal_error
 
-__all__ = ["InferenceServicer"]
+__all__ = ["InferenceServicer", "add_inference_servicer"]
 
 log = logging.getLogger(__name__)
 Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -89,6 +89,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return infer_response_to_pb(await self._dp.infer(req))
 
     async def _stream_one(self, request: Any, deadline: float | None) -> Any:
+        if isinstance(request, Undecodable):  # one bad message: its error, and the stream goes on
+            return pb.ModelStreamInferResponse(error_message=request.message)
         try:
             req = infer_request_from_pb(request, deadline)
             return pb.ModelStreamInferResponse(infer_response=infer_response_to_pb(await self._dp.infer(req)))
@@ -188,3 +190,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         raise Unimplemented("log settings are not supported by infer")
 
 
+def add_inference_servicer(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` on ``server``; bytes that are no ModelInferRequest (or whichever message a method
+    takes) are answered INVALID_ARGUMENT, where the generated ``add_GRPCInferenceServiceServicer_to_server`` lets
+    grpc answer UNKNOWN."""
+    add_servicer(pb_grpc.add_GRPCInferenceServiceServicer_to_server, servicer, server)

@@ -115,7 +115,7 @@ def environment() -> dict[str, Any]:
 # --- 2. numba.cuda kernels -----------------------------------------------------------------------------------
 
 def kernels_check(events: int) -> dict[str, Any]:
-    from kernel_speed import make_events
+    from kernel_speed import best_of, make_events
 
     from kernels import _cuda
     from kernels import anomaly_features as af
@@ -128,8 +128,8 @@ def kernels_check(events: int) -> dict[str, Any]:
     cpu = af.stateless_features(enc, backend="cpu")
     cuda = af.stateless_features(enc, backend="cuda")  # compiles
     out["stateless_max_abs_diff"] = float(np.nanmax(np.abs(cpu - cuda)))
-    out["stateless_cpu_ms"] = _best(lambda: af.stateless_features(enc, backend="cpu")) * 1e3
-    out["stateless_cuda_ms"] = _best(lambda: af.stateless_features(enc, backend="cuda")) * 1e3
+    out["stateless_cpu_ms"] = best_of(3, lambda: af.stateless_features(enc, backend="cpu")) * 1e3
+    out["stateless_cuda_ms"] = best_of(3, lambda: af.stateless_features(enc, backend="cuda")) * 1e3
     rng = np.random.default_rng(1)
     ids = (rng.integers(0, 10_000, events).astype(np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
     values = rng.normal(0.0, 1.0, events)
@@ -138,20 +138,10 @@ def kernels_check(events: int) -> dict[str, Any]:
         a = st.score_series(ids, values, s_cpu, backend="cpu")
         b = st.score_series(ids, values, s_gpu, backend="cuda")
         out[f"{kind}_max_abs_diff"] = float(np.nanmax(np.abs(a - b)))
-        out[f"{kind}_cpu_ms"] = _best(lambda k=kind: st.score_series(ids, values, st.new_series_state(k, 16384),
-                                                                     backend="cpu")) * 1e3
-        out[f"{kind}_cuda_ms"] = _best(lambda k=kind: st.score_series(ids, values, st.new_series_state(k, 16384),
-                                                                      backend="cuda")) * 1e3
+        for backend in ("cpu", "cuda"):
+            out[f"{kind}_{backend}_ms"] = best_of(3, lambda k=kind, b=backend: st.score_series(
+                ids, values, st.new_series_state(k, 16384), backend=b)) * 1e3
     return out
-
-
-def _best(fn: Callable[[], object], repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 # --- 3. in-process ceilings ----------------------------------------------------------------------------------

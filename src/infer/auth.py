@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from infer.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
+from infer.errors import InvalidArgument, PermissionDenied, RetryLater, Unauthenticated
 
 __all__ = ["ROLES", "AuditLog", "Identity", "RateLimited", "TokenBucket", "TokenTable", "redact", "required_role"]
 
@@ -71,12 +71,8 @@ def required_role(method: str) -> str | None:
     return "admin"
 
 
-class RateLimited(ResourceExhausted):
-    """A token's request rate is spent; the client may retry after ``retry_after_s``."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+class RateLimited(RetryLater):
+    """A token's request rate is spent."""
 
 
 class TokenBucket:

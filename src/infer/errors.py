@@ -43,6 +43,7 @@ __all__ = [
     "PermissionDenied",
     "QueueFull",
     "ResourceExhausted",
+    "RetryLater",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
@@ -106,12 +107,16 @@ class ResourceExhausted(InferError):
     code = Code.RESOURCE_EXHAUSTED
 
 
-class QueueFull(ResourceExhausted):
-    """The scheduler's queue is at its bound; the client may retry after ``retry_after_s``."""
+class RetryLater(ResourceExhausted):
+    """A bound is reached for now; the client may retry after ``retry_after_s`` (sent as google.rpc.RetryInfo)."""
 
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class QueueFull(RetryLater):
+    """The scheduler's queue is at its bound."""
 
 
 class DeadlineExceeded(InferError):

@@ -13,43 +13,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-from infer.auth import AuditLog, Identity, RateLimited, TokenBucket, TokenTable, required_role
+from infer.auth import AuditLog, Identity, TokenBucket, TokenTable, required_role
 from infer.errors import InferError
-from infer.transport.grpc.status import GRPC_CODES
+from infer.transport.grpc.status import abort_with
 
-__all__ = ["AuthInterceptor", "retry_status"]
-
-def retry_status(message: str, retry_after_s: float) -> grpc.Status:
-    """RESOURCE_EXHAUSTED carrying a ``google.rpc.RetryInfo`` that says when to try again."""
-    seconds = max(0.0, retry_after_s)
-    retry = error_details_pb2.RetryInfo(
-        retry_delay=duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
-    )
-    detail = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message)
-    detail.details.add().Pack(retry)
-    return rpc_status.to_status(detail)
-
-
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: InferError) -> None:
-    if isinstance(error, RateLimited):
-        await context.abort_with_status(retry_status(error.message, error.retry_after_s))
-    await context.abort(GRPC_CODES[error.code], error.message)
-
+__all__ = ["AuthInterceptor"]
 
 def _deny(error: InferError, streaming: bool) -> grpc.RpcMethodHandler:
     if streaming:
         async def stream(request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            await _abort(context, error)
+            await abort_with(context, error)
             yield None  # pragma: no cover - abort raises
 
         return grpc.stream_stream_rpc_method_handler(stream)
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await _abort(context, error)
+        await abort_with(context, error)
 
     return grpc.unary_unary_rpc_method_handler(unary)
 

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from infer.errors import Code, InferError, QueueFull
+from infer.errors import Code, InferError, RetryLater
 
 __all__ = ["GRPC_CODES", "MAX_MESSAGE_BYTES", "Undecodable", "abort_with", "add_servicer", "clip", "grpc_errors"]
 
@@ -46,8 +46,8 @@ def clip(message: str) -> str:
     return f"{head}...[{len(data) - 1000} bytes left out]...{tail}"
 
 
-def _rich_status(err: QueueFull) -> grpc.Status:
-    seconds = err.retry_after_s
+def _rich_status(err: RetryLater) -> grpc.Status:
+    seconds = max(0.0, err.retry_after_s)
     retry = error_details_pb2.RetryInfo(
         retry_delay=duration_pb2.Duration(seconds=int(seconds), nanos=int((seconds % 1) * 1e9))
     )
@@ -57,7 +57,7 @@ def _rich_status(err: QueueFull) -> grpc.Status:
 
 
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], err: InferError) -> None:
-    if isinstance(err, QueueFull):
+    if isinstance(err, RetryLater):  # a full queue, a token over its rate
         await context.abort_with_status(_rich_status(err))
     await context.abort(GRPC_CODES[err.code], clip(err.message))
 

@@ -179,17 +179,19 @@ class RequestQueue:
             heapq.heapify(keep)
             lv.heap = keep
         for item in out:
-            item.queued = False
-            self.count -= 1
-            self.samples -= item.samples
+            self._forget(item)
         return out
 
     def _pop(self, heap: list[tuple[float, int, Pending]]) -> Pending:
         item = heapq.heappop(heap)[2]
+        self._forget(item)
+        return item
+
+    def _forget(self, item: Pending) -> None:
+        """The counts of a request that has left the heaps."""
         item.queued = False
         self.count -= 1
         self.samples -= item.samples
-        return item
 
     def drain(self) -> list[Pending]:
         """Remove and return everything queued."""

@@ -3,10 +3,12 @@
 - Kubernetes' own kinds (Deployment, Service, HorizontalPodAutoscaler, ConfigMap, Secret, PodDisruptionBudget)
   against the Kubernetes JSON schemas that the ``kubernetes-validate`` package ships (Apache-2.0), in strict mode
   (unknown fields are errors), for the oldest and the newest Kubernetes release in ``KUBERNETES_VERSIONS``.
-- Custom resources (ServiceMonitor, ServingRuntime, InferenceService) and the Kustomization against the schemas
-  in ``deploy/schemas/``, written from the required fields their CRDs document; containers, volumes, label
-  selectors and object metadata inside them are checked against the same Kubernetes schemas (``$ref``).
-- Files that are not Kubernetes objects (Helm values) against the schema ``VALUES`` names for them.
+- Custom resources (ServiceMonitor, PrometheusRule, ServingRuntime, InferenceService) and the Kustomization against
+  the schemas in ``deploy/schemas/``, written from the required fields their CRDs document; containers, volumes,
+  label selectors and object metadata inside them are checked against the same Kubernetes schemas (``$ref``), and
+  the schemas may ``$ref`` each other by their ``$id``.
+- Files that are not Kubernetes objects (Helm values, the Prometheus rule file, Grafana provisioning) against the
+  schema ``VALUES`` names for them.
 
 A kind with no schema is an error, not a warning. ``scripts/validate_deploy.sh`` runs this;
 ``tests/unit/test_deploy_manifests.py`` imports :func:`validate_tree`.
@@ -36,12 +38,18 @@ KUBERNETES_VERSIONS: tuple[str | None, ...] = ("1.29", None)
 # (apiVersion, kind) -> schema in deploy/schemas, for what kubernetes-validate has no schema for
 CUSTOM = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
     ("serving.kserve.io/v1alpha1", "ServingRuntime"): "servingruntime.json",
     ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice.json",
     ("kustomize.config.k8s.io/v1beta1", "Kustomization"): "kustomization.json",
 }
 # file name -> schema, for YAML files that are not Kubernetes objects
-VALUES = {"prometheus-adapter-values.yaml": "prometheus-adapter-values.json"}
+VALUES = {
+    "prometheus-adapter-values.yaml": "prometheus-adapter-values.json",
+    "infer-alerts.yaml": "prometheus-rules.json",  # deploy/prometheus: a plain Prometheus rule file
+    "infer-prometheus.yaml": "grafana-datasources.json",  # deploy/grafana/provisioning/datasources
+    "infer-dashboards.yaml": "grafana-dashboards.json",  # deploy/grafana/provisioning/dashboards
+}
 
 
 def manifest_files(root: Path) -> list[Path]:
@@ -80,13 +88,16 @@ def _versions(wanted: Iterable[str | None]) -> list[str]:
 
 @functools.lru_cache(maxsize=8)
 def _custom_validator(schema_name: str, version: str) -> Any:
-    """A Draft 2020-12 validator for one deploy/schemas file, its Kubernetes $refs resolved in ``version``."""
+    """A Draft 2020-12 validator for one deploy/schemas file, its Kubernetes $refs resolved in ``version`` and its
+    refs to the other deploy/schemas files by their ``$id``."""
     import jsonschema
     from referencing import Registry, Resource
 
     folder = resources.files("kubernetes_validate") / "kubernetes-json-schema" / f"v{version}-local-strict"
     definitions = json.loads((folder / "_definitions.json").read_text(encoding="utf-8"))
-    registry = Registry().with_resource(K8S_DEFINITIONS, Resource.from_contents(definitions))
+    ours = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(SCHEMAS.glob("*.json"))]
+    registry = Registry().with_resources([(K8S_DEFINITIONS, Resource.from_contents(definitions)),
+                                          *((s["$id"], Resource.from_contents(s)) for s in ours)])
     schema = json.loads((SCHEMAS / schema_name).read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema, registry=registry)

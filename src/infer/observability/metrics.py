@@ -11,6 +11,7 @@ Names: ``infer_`` prefix, counters end in ``_total``, durations in ``_seconds``.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
@@ -20,12 +21,25 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["DeploymentFigures", "Histogram", "LinkFigures", "Metrics", "VersionMetrics"]
+__all__ = ["BATCH_BUCKETS", "FINE_LATENCY_BOUNDS", "LATENCY_BUCKETS", "DeploymentFigures", "Histogram",
+           "LatencyHistogram", "LinkFigures", "Metrics", "VersionMetrics"]
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 STATES = ("LOAD", "WARM", "ACTIVE", "DEGRADED", "ERROR", "UNLOADING", "UNLOADED")
+
+
+def _fine_bounds(per_decade: int = 20, lo_exp: int = -5, hi_exp: int = 2) -> tuple[float, ...]:
+    """10 us .. 100 s at 10^(1/20) spacing, each exported bound replacing the grid point nearest it (in log)."""
+    grid = [10.0 ** (k / per_decade) for k in range(lo_exp * per_decade, hi_exp * per_decade + 1)]
+    for b in LATENCY_BUCKETS:
+        nearest = min(range(len(grid)), key=lambda i: abs(math.log(grid[i] / b)))
+        grid[nearest] = b
+    return tuple(grid)
+
+
+FINE_LATENCY_BOUNDS = _fine_bounds()  # 141 bounds; successive ratios 1.117 .. 1.127
 
 
 class Histogram:
@@ -50,16 +64,48 @@ class Histogram:
         return out
 
 
+class LatencyHistogram(Histogram):
+    """Request latency counted in fine log-spaced buckets, exported at the coarse :data:`LATENCY_BUCKETS`.
+
+    The sliding windows (``windows.py``) read the fine counts for percentiles within one fine bucket (12%);
+    Prometheus sees the coarse buckets only. Every exported bound is one of the fine bounds, so the export is
+    exact, and ``observe`` stays the inherited bisect and two additions, over 141 bounds instead of 15: about
+    +55 ns a request (200 ns instead of 145 ns on the dev CPU), less than a second histogram would add.
+    """
+
+    __slots__ = ("_edges", "export_bounds")
+
+    def __init__(self, bounds: tuple[float, ...] = FINE_LATENCY_BOUNDS,
+                 export_bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        super().__init__(bounds)
+        self.export_bounds = export_bounds
+        self._edges = [bounds.index(b) for b in export_bounds]  # fine bucket i holds (bounds[i-1], bounds[i]]
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, total, start = [], 0, 0
+        for bound, edge in zip(self.export_bounds, self._edges, strict=True):
+            total += sum(self.counts[start:edge + 1])
+            start = edge + 1
+            out.append((repr(float(bound)), float(total)))
+        out.append(("+Inf", float(total + sum(self.counts[start:]))))
+        return out
+
+
 class VersionMetrics:
-    """The figures of one model version (updated on the event loop thread only)."""
+    """The figures of one model version (updated on the event loop thread only).
+
+    ``max_batch_size`` and ``memory_bytes`` are set once the version is loaded (by whoever listens to the
+    registry); the windows read them for batch efficiency and ``infer_model_memory_bytes``.
+    """
 
     __slots__ = ("batch_size", "compute_duration", "execution_count", "failures", "inference_count",
-                 "inflight", "queue_duration", "queued", "rejected", "request_duration", "state", "success")
+                 "inflight", "max_batch_size", "memory_bytes", "queue_duration", "queued", "rejected",
+                 "request_duration", "state", "success")
 
     def __init__(self) -> None:
         self.success = 0
         self.failures: dict[str, int] = {}
-        self.request_duration = Histogram(LATENCY_BUCKETS)
+        self.request_duration = LatencyHistogram()
         self.queue_duration = Histogram(LATENCY_BUCKETS)
         self.compute_duration = Histogram(LATENCY_BUCKETS)
         self.batch_size = Histogram(BATCH_BUCKETS)
@@ -69,6 +115,8 @@ class VersionMetrics:
         self.queued: Callable[[], int] = lambda: 0
         self.inflight: Callable[[], int] = lambda: 0
         self.state = ""
+        self.max_batch_size = 0
+        self.memory_bytes = 0  # process RSS growth across the load
 
     def failure(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 # Bump when a builder's output changes, so that existing default repositories are rebuilt.
-REPOSITORY_VERSION: Final = 8
+REPOSITORY_VERSION: Final = 9
 MARKER: Final = ".infer-default-repository.json"
 
 

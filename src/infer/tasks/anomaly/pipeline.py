@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ from numpy.typing import NDArray
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import precision_recall_curve
 
+from infer.observability.drift import REFERENCE_FILE as DRIFT_REFERENCE
+from infer.observability.drift import build_reference
 from infer.tasks.anomaly import detectors as det
 from infer.tasks.anomaly import events as ev
 from infer.tasks.files import write_atomic
@@ -50,6 +52,20 @@ STREAM_COLUMNS = ("log_api_latency_ms", "hash_ms_per_mb", "log_file_size", "user
 # detectors: as their inputs they cost IsolationForest about 0.04 PR-AUC
 CONTEXT_ONLY = ("day_of_week", "log_seconds_since_user_last", "user_rate_per_hour", "namespace_rate_per_hour",
                 "user_namespace_entropy")
+# drift references (infer.observability.drift): the events' time and identifiers carry no distribution to
+# compare; nor do the calendar features (any window shorter than a week differs from a month of them) or those
+# that move as the rolling state fills (novelties fall, entropy rises: on anomaly-free streams they were
+# reported drifted in every window)
+DRIFT_IGNORED = ("timestamp", "user", "content_hash")
+DRIFT_CATEGORICAL = ("namespace", "file_type")
+DRIFT_UNSTEADY_FEATURES = ("hour_sin", "hour_cos", "weekend", "day_of_week", "user_hour_novelty",
+                           "user_file_type_novelty", "user_namespace_novelty", "user_namespace_entropy")
+# rows per drift window: load, and with it concurrency and latency, follows the hour and the weekday, and a few
+# users dominate any half day; on anomaly-free streams after the default build's training, windows of 1000
+# events (half a day) were reported drifted 93% of the time, of 5000 20%, of 10000 (four to five days) never
+# (raw fields; 1 of 56 for the detectors' features), while a second population (other habits) was reported in
+# every 10000-event window
+DRIFT_WINDOW = 10_000
 
 
 @dataclass(frozen=True)
@@ -138,13 +154,19 @@ def _robust_scale(x: F32) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     return centre, scale.astype(np.float64)
 
 
+def _drift_parameters() -> str:
+    return "".join(f'parameters: {{ key: "infer.drift.{k}" value: {{ string_value: "{v}" }} }}\n'
+                   for k, v in (("window", DRIFT_WINDOW), ("min_rows", DRIFT_WINDOW), ("every_s", 30)))
+
+
 def _onnx_model(repo: Path, name: str, model: onnx.ModelProto, mbs: int) -> None:
     write_atomic(repo / name / "1" / "model.onnx", model.SerializeToString())
     # no spinning intra-op threads: six stages share the cores, and idle spinners took them from the busy ones
     # (benchmarks/RESULTS.md, anomaly pipeline: 2x throughput at 64 events a request with spinning off)
     write_atomic(repo / name / "config.pbtxt", f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {mbs}\n'
                                          "dynamic_batching { }\n"
-                                         'parameters: { key: "infer.allow_spinning" value: { string_value: "0" } }\n')
+                                         'parameters: { key: "infer.allow_spinning" value: { string_value: "0" } }\n'
+                                         + _drift_parameters())
 
 
 def _kernel_model(repo: Path, name: str, program: str, params: dict[str, Any], mbs: int) -> Path:
@@ -182,7 +204,7 @@ def ensemble_config(name: str, detectors: list[str], n_detector_columns: int, to
                  "streaming": "p_streaming"}
     steps.append(step(f"{name}_scorer", scorer_in, {o[0]: o[0] for o in outs}))
     return (f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {mbs}\ninput [ {ins} ]\noutput [ {out_text} ]\n'
-            "ensemble_scheduling { step [\n" + ",\n".join(steps) + "\n] }\n")
+            "ensemble_scheduling { step [\n" + ",\n".join(steps) + "\n] }\n" + _drift_parameters())
 
 
 def build_pipeline(
@@ -274,6 +296,7 @@ def build_pipeline(
     series_state.save(scorer_dir / "series.npz")
     (repo / name / "1").mkdir(parents=True, exist_ok=True)
     write_atomic(repo / name / "config.pbtxt", ensemble_config(name, detectors, len(columns), 3, mbs))
+    drift = _drift_references(repo, name, split.train.events, x_tr, detectors, cfg.seed)
     bar.step("wrote the models")
 
     summary: dict[str, Any] = {
@@ -282,7 +305,7 @@ def build_pipeline(
         "bias": bias, "combiner": chosen, "thresholds_logit": thresholds,
         "autoencoder": "PyTorch MLP, static INT8 (QDQ)" if with_ae else "not built (torch not installed)",
         "n_features": int(x_tr.shape[1]), "feature_names": list(af.FEATURE_NAMES),
-        "detector_features": [af.FEATURE_NAMES[i] for i in cols],
+        "detector_features": [af.FEATURE_NAMES[i] for i in cols], "drift_reference": drift,
     }
     if evaluate:
         from infer.tasks.anomaly.pipeline_eval import evaluate_pipeline
@@ -295,6 +318,24 @@ def build_pipeline(
 
         write_atomic(repo / name / "MODEL_CARD.md", model_card(summary))
     return summary
+
+
+def _drift_references(repo: Path, name: str, events: dict[str, Any], x_train: F32, detectors: list[str],
+                      seed: int) -> dict[str, Any]:
+    """Write the drift references built from the training stream: the raw events for the ensemble, the feature
+    matrix (unsteady features left out) for each detector; return the model card's summary of them."""
+    from kernels import anomaly_features as af
+
+    ref = build_reference(events, ignore=DRIFT_IGNORED, categorical=DRIFT_CATEGORICAL, seed=seed,
+                          source=f"{name}: training events")
+    ref.save(repo / name / "1" / DRIFT_REFERENCE)
+    feats = build_reference({"x": x_train}, names={"x": list(af.FEATURE_NAMES)}, seed=seed,
+                            source=f"{name}: training features")
+    feats = replace(feats, features=tuple(f for f in feats.features if f.name not in DRIFT_UNSTEADY_FEATURES))
+    for d in detectors:
+        feats.save(repo / f"{name}_{d}" / "1" / DRIFT_REFERENCE)
+    return {"file": f"{name}/1/{DRIFT_REFERENCE}", "rows": ref.rows, "window": DRIFT_WINDOW,
+            "features": ref.describe(), "detector_features": [f.name for f in feats.features]}
 
 
 def _warm_series(sc: Any, probs: dict[str, Any], contribs: dict[str, Any], weights: Any, bias: float,

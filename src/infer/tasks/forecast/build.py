@@ -23,15 +23,19 @@ from typing import Any
 
 import numpy as np
 
+from infer.observability.drift import REFERENCE_FILE as DRIFT_REFERENCE
+from infer.observability.drift import DriftReference, build_reference
 from infer.runtimes.forecasting import KINDS, QUANTILE_GRID, Forecaster
 from infer.tasks.files import write_atomic
 from infer.tasks.forecast import train
 from infer.tasks.forecast.data import Series, load_series
 
-__all__ = ["BuildConfig", "build_forecast", "calibration_tables", "clean_repository_model", "split_parts"]
+__all__ = ["BuildConfig", "build_forecast", "calibration_tables", "clean_repository_model", "drift_reference",
+           "split_parts"]
 
 log = logging.getLogger(__name__)
 FILES = {"lstm": "lstm.onnx", "gbm": "gbm.onnx"}
+DRIFT_WINDOWS_PER_SERIES = 32
 
 
 @dataclass
@@ -226,14 +230,41 @@ def build_forecast(repo: Path, name: str = "forecast", cfg: BuildConfig | None =
     _write_json(version / "forecast.json", spec)
     _write_json(version / "kernel.json", {"program": "forecast", "params": {"spec": "forecast.json"}})
     write_atomic(repo / name / "config.pbtxt", _config(name, kinds, cfg, importance))
+    drift = drift_reference(series, cfg)
+    drift.save(version / DRIFT_REFERENCE)
     for kind in kinds:
         _single(repo, name, kind, spec, cfg, importance if kind == "gbm" else None)
     timings["build"] = time.perf_counter() - t0
     summary = evaluate(Forecaster(version, spec), series, cfg)
+    summary.update(drift_reference={"file": f"{name}/1/{DRIFT_REFERENCE}", "rows": drift.rows,
+                                    "features": drift.describe()})
     summary.update(name=name, kinds=list(kinds), timings=timings, importance=importance or {},
                    arima=spec.get("arima"), config={k: v for k, v in cfg.__dict__.items() if k != "data_dir"},
                    data_dir=str(cfg.data_dir) if cfg.data_dir else None)
     return summary
+
+
+def drift_reference(series: list[Series], cfg: BuildConfig) -> DriftReference:
+    """The drift reference of the ``history`` input: the mean, standard deviation and last value of histories
+    of up to ``cfg.window`` values ending at random points of each series' fit part (what the models learnt
+    from), ``DRIFT_WINDOWS_PER_SERIES`` per series; a request's ``length`` input bounds its right-padded row."""
+    rng = np.random.default_rng(cfg.seed)
+    rows: list[np.ndarray] = []
+    for s in series:
+        fit = s.values[:split_parts(s, cfg)[0]]
+        width = min(cfg.window, len(fit))
+        if width < 2:
+            continue
+        ends = rng.integers(width, len(fit) + 1, size=min(DRIFT_WINDOWS_PER_SERIES, len(fit) - width + 1))
+        rows += [fit[e - width:e] for e in ends]
+    width = max(len(r) for r in rows)
+    history = np.zeros((len(rows), width))
+    for i, r in enumerate(rows):
+        history[i, :len(r)] = r
+    lengths = np.array([len(r) for r in rows], np.int64)
+    return build_reference({"history": history, "length": lengths}, summarize=("history",),
+                           lengths={"history": "length"}, seed=cfg.seed,
+                           source=f"forecast: {len(rows)} training histories of up to {cfg.window} values")
 
 
 def _single(repo: Path, name: str, kind: str, spec: dict[str, Any], cfg: BuildConfig,
@@ -243,7 +274,8 @@ def _single(repo: Path, name: str, kind: str, spec: dict[str, Any], cfg: BuildCo
     one = {**{k: v for k, v in spec.items() if k not in KINDS}, "candidates": [kind], "interval_table": kind}
     if kind in spec:
         one[kind] = spec[kind]
-    for f in (FILES.get(kind), "calibration.npz", "feature_importance.json" if kind == "gbm" else None):
+    for f in (FILES.get(kind), "calibration.npz", DRIFT_REFERENCE,
+              "feature_importance.json" if kind == "gbm" else None):
         if f:
             shutil.copyfile(repo / name / "1" / f, target / f)
     _write_json(target / "forecast.json", one)

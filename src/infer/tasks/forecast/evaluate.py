@@ -199,7 +199,25 @@ The selector's mean MASE is {auto:.3f} against seasonal naive's {naive:.3f}
   parameters or global models).
 - The backtest runs on the request's history: short histories (fewer than m + 2 + horizon points) get no
   backtest, and the first candidate (seasonal naive) is used.
-"""
+""" + _drift_section(summary)
+
+
+def _drift_section(summary: dict[str, Any]) -> str:
+    from infer.observability.drift import reference_markdown
+
+    d = summary.get("drift_reference")
+    if not d:
+        return ""
+    return f"""
+## Drift reference
+
+`{d["file"]}` (copied into each `{summary["name"]}_<kind>` version) records each `history` row's mean, standard
+deviation and last value (within its `length`) over training histories of up to {summary["config"]["window"]}
+values taken from what the models learnt from. The server compares windows of live requests with it (KS test,
+Bonferroni over the three, and PSI >= 0.2) and exports `infer_drift_*`. Series of new scales or levels show
+as drift in the mean and last value; noisier ones in the standard deviation.
+
+""" + reference_markdown(d["features"], d["rows"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,10 @@
 """Access control: bearer tokens with roles and request rates, protocol-neutral.
 
-Roles: ``read`` (metadata, configs, statistics, repository index, registry queries), ``infer`` (inference,
-outcome reports), ``deploy`` (load and unload models, registry and deployment changes: audited), ``admin``
-(everything, including any method this module does not name). Health checks and reflection need no token, so
-probes keep working. Tokens are kept as SHA-256 digests: the token file never needs to hold a secret in clear.
+Roles: ``read`` (metadata, configs, statistics, repository index, registry queries, model performance and
+drift), ``infer`` (inference, outcome and ground-truth reports), ``deploy`` (load and unload models, registry
+and deployment changes: audited), ``admin`` (everything, including any method this module does not name).
+Health checks and reflection need no token, so probes keep working. Tokens are kept as SHA-256 digests: the
+token file never needs to hold a secret in clear.
 
 A token may carry a request rate: ``rate_per_s`` requests a second on average, ``burst`` at once (default:
 ``max(1, rate_per_s)``), enforced by a :class:`TokenBucket` per token. A unary call over the rate is refused with
@@ -44,9 +45,9 @@ _READ_METHODS = frozenset({
     "RepositoryIndex", "SystemSharedMemoryStatus", "CudaSharedMemoryStatus",
     # infer.control.v1.ControlPlane
     "GetVersion", "ListVersions", "CompareVersions", "VersionHistory", "AuditLog", "ServingHistory",
-    "GetDeployment", "ListDeployments", "GetExperiment",
+    "GetDeployment", "ListDeployments", "GetExperiment", "GetModelPerformance", "GetDrift",
 })
-_INFER_METHODS = frozenset({"ModelInfer", "ModelStreamInfer", "ReportOutcome"})
+_INFER_METHODS = frozenset({"ModelInfer", "ModelStreamInfer", "ReportOutcome", "ReportGroundTruth"})
 _DEPLOY_METHODS = frozenset({"RegisterVersion", "TransitionVersion", "SetDeployment", "DeleteDeployment",
                              "RepositoryModelLoad", "RepositoryModelUnload", "SystemSharedMemoryRegister",
                              "SystemSharedMemoryUnregister", "CudaSharedMemoryRegister",

@@ -66,6 +66,7 @@ class Registry:
     deployments: dict[str, Any] = field(default_factory=dict)  # name -> the Deployment as the server echoed it
     touched: set[str] = field(default_factory=set)  # deployments that took traffic: a controller may rewrite them
     request_ids: set[str] = field(default_factory=set)
+    tracked: dict[str, int] = field(default_factory=dict)  # ids "tracked" answered, not yet reported: values due
 
     def __repr__(self) -> str:
         return f"Registry({len(self.versions)} versions, {len(self.deployments)} deployments)"
@@ -467,10 +468,16 @@ def good_request(fz: Fuzzer) -> None:
     assert cpb.ModelVersion.FromString(out.response).model_type == "anomaly"
 
 
+# regression accuracy on y (4 values per row): ground truth reports are judged against a real tracker
+TRACKED_CONFIG = DOUBLE_CONFIG.replace('name: "double"', 'name: "tracked"') + \
+    'parameters { key: "infer.accuracy.kind" value: { string_value: "regression" } }\n'
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fuzzer, Registry]]:
     repo = tmp_path_factory.mktemp("fuzz-control-repo")
     write_double(repo, versions=(1, 2), config=DOUBLE_CONFIG)
+    write_double(repo, name="tracked", config=TRACKED_CONFIG)
     started = time.perf_counter()
     srv = ServerProcess(repo, "--max-message-bytes", str(LIMIT))
     try:
@@ -821,9 +828,85 @@ def check_count(got: bytes, message: Any, limit: int) -> None:
     assert len(rows) <= limit
 
 
+TRUTH_IDS = st.one_of(st.sampled_from(["", "nope", "inf-1"]), TEXT, HUGE)
+MODELS = st.one_of(st.sampled_from(["", "double", "tracked", "nope"]), TEXT, HUGE)
+VERSIONS = st.one_of(st.sampled_from(["", "1", "2", "01", "7", "-1", "1.0", "9" * 40, "\u0661"]), TEXT)
+
+
+@fuzz_settings(400)
+@given(method=st.sampled_from(["ReportGroundTruth", "ReportGroundTruth", "GetModelPerformance", "GetDrift"]),
+       request_id=TRUTH_IDS, infer_first=st.sampled_from([0, 0, 1, 2, 3]),
+       labels=st.one_of(st.just([]), st.lists(st.one_of(BAD_LABELS, st.sampled_from(["1", "true"])), max_size=9)),
+       values=st.one_of(st.just([]), st.lists(FLOATS, max_size=13), st.lists(FINITE, min_size=4, max_size=12)),
+       model=MODELS, version=VERSIONS, window_s=FLOATS)
+@example(method="ReportGroundTruth", request_id="acc-1", infer_first=2, labels=[], values=[0.5] * 8, model="",
+         version="", window_s=0.0)
+@example(method="GetModelPerformance", request_id="", infer_first=0, labels=[], values=[], model="tracked",
+         version="01", window_s=60.0)
+@example(method="GetDrift", request_id="", infer_first=0, labels=[], values=[], model="tracked", version="",
+         window_s=0.0)
+def test_accuracy_and_drift_queries(served: tuple[Fuzzer, Registry], method: str, request_id: str,
+                                    infer_first: int, labels: list[str], values: list[float], model: str,
+                                    version: str, window_s: float) -> None:
+    """Ground truth for requests a regression-tracked model answered (or never answered), performance and drift
+    queries with any fields: a field at fault is named, an unknown or already credited id, or an unknown model,
+    is NOT_FOUND, a model without tracking FAILED_PRECONDITION."""
+    fz, reg = served
+    if method == "ReportGroundTruth":
+        if infer_first and request_id and len(request_id) < 1000:  # a tracked prediction of infer_first rows
+            out = fz.call(INFER, x_request("tracked", infer_first, request_id))
+            if out.code is Code.OK:
+                reg.tracked[request_id] = infer_first * 4
+        msg: Any = cpb.GroundTruthRequest(request_id=request_id, labels=labels, values=values)
+        out = call(fz, method, method, msg, truth_expect(request_id, labels, values, reg.tracked.get(request_id)))
+        if out.code is Code.OK:
+            del reg.tracked[request_id]  # credited once
+    else:
+        msg = cpb.ModelPerformanceRequest(model=model, version=version, window_s=window_s)
+        call(fz, method, method, msg, query_expect(method, model, version, window_s))
+
+
+def truth_expect(request_id: str, labels: list[str], values: list[float], due: int | None) -> Expect:
+    if not request_id:
+        return Expect.error(Code.INVALID_ARGUMENT, "request_id")
+    if bool(labels) == bool(values):
+        return Expect.error(Code.INVALID_ARGUMENT, "labels")
+    if values and not all(math.isfinite(v) for v in values):
+        return Expect.error(Code.INVALID_ARGUMENT, "values")
+    if due is None:
+        return Expect.error(Code.NOT_FOUND, "request_id")
+    if labels:
+        return Expect.error(Code.INVALID_ARGUMENT, "labels")
+    if len(values) != due:
+        return Expect.error(Code.INVALID_ARGUMENT, "values")
+    return Expect(ok=True)
+
+
+def query_expect(method: str, model: str, version: str, window_s: float) -> Expect:
+    if not model:
+        return Expect.error(Code.INVALID_ARGUMENT, "model")
+    if version and not (version.isascii() and version.isdigit() and len(version) <= 18):
+        return Expect.error(Code.INVALID_ARGUMENT, "version")
+    if method == "GetModelPerformance" and not (math.isfinite(window_s) and window_s >= 0):
+        return Expect.error(Code.INVALID_ARGUMENT, "window_s")
+    served = {"double": {"1", "2"}, "tracked": {"1"}}.get(model, set())
+    if not (served and (not version or str(int(version)) in served)):
+        return Expect.error(Code.NOT_FOUND)
+    if method == "GetModelPerformance" and model == "tracked":
+        return Expect(ok=True)
+    return Expect.error(Code.FAILED_PRECONDITION)  # no accuracy tracking / no drift reference
+
+
 METHODS = ["RegisterVersion", "GetVersion", "ListVersions", "CompareVersions", "TransitionVersion",
            "VersionHistory", "AuditLog", "ServingHistory", "SetDeployment", "GetDeployment", "ListDeployments",
-           "DeleteDeployment", "ReportOutcome", "GetExperiment"]
+           "DeleteDeployment", "ReportOutcome", "GetExperiment", "ReportGroundTruth", "GetModelPerformance",
+           "GetDrift"]
+
+MESSAGES = {"GetVersion": "VersionRef", "VersionHistory": "VersionRef", "SetDeployment": "Deployment",
+            "GetDeployment": "DeploymentRef", "DeleteDeployment": "DeploymentRef", "GetExperiment": "DeploymentRef",
+            "ReportOutcome": "OutcomeRequest", "TransitionVersion": "TransitionRequest",
+            "ReportGroundTruth": "GroundTruthRequest", "GetModelPerformance": "ModelPerformanceRequest",
+            "GetDrift": "ModelPerformanceRequest"}
 
 
 @fuzz_settings(700)
@@ -833,10 +916,7 @@ METHODS = ["RegisterVersion", "GetVersion", "ListVersions", "CompareVersions", "
 def test_malformed_control_messages(served: tuple[Fuzzer, Registry], method: str, data: bytes) -> None:
     """Bytes that are (mostly) no message at all; those that do parse are judged as the message they are."""
     fz, _ = served
-    message = getattr(cpb, {"GetVersion": "VersionRef", "VersionHistory": "VersionRef", "SetDeployment":
-                            "Deployment", "GetDeployment": "DeploymentRef", "DeleteDeployment": "DeploymentRef",
-                            "GetExperiment": "DeploymentRef", "ReportOutcome": "OutcomeRequest",
-                            "TransitionVersion": "TransitionRequest"}.get(method, method + "Request"))
+    message = getattr(cpb, MESSAGES.get(method, method + "Request"))
     try:
         message.FromString(data)
     except Exception:  # DecodeError: what the server must refuse as such
@@ -845,7 +925,7 @@ def test_malformed_control_messages(served: tuple[Fuzzer, Registry], method: str
     # it parses: any answer but UNKNOWN/INTERNAL, and the state the test tracks must not move
     lenient = Expect(ok=method in ("GetVersion", "ListVersions", "ListDeployments", "AuditLog", "CompareVersions",
                                    "VersionHistory", "GetDeployment", "GetExperiment", "ReportOutcome",
-                                   "ServingHistory"),
+                                   "ServingHistory", "ReportGroundTruth", "GetModelPerformance", "GetDrift"),
                      errors={c: ("",) for c in (Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.FAILED_PRECONDITION,
                                                 Code.ALREADY_EXISTS, Code.ABORTED)})
     if method in ("RegisterVersion", "TransitionVersion", "SetDeployment", "DeleteDeployment"):

@@ -37,6 +37,12 @@ type ControlPlaneClient interface {
 	// A/B tests: callers report an outcome for an earlier request id; the report compares the variants.
 	ReportOutcome(ctx context.Context, in *OutcomeRequest, opts ...grpc.CallOption) (*OutcomeResponse, error)
 	GetExperiment(ctx context.Context, in *DeploymentRef, opts ...grpc.CallOption) (*ExperimentReport, error)
+	// Online accuracy: callers report the ground truth of an earlier request id; the version that answered it
+	// is credited (needs accuracy tracking: parameter infer.accuracy.kind, or an anomaly/forecast model).
+	ReportGroundTruth(ctx context.Context, in *GroundTruthRequest, opts ...grpc.CallOption) (*GroundTruthResponse, error)
+	GetModelPerformance(ctx context.Context, in *ModelPerformanceRequest, opts ...grpc.CallOption) (*ModelPerformance, error)
+	// Data drift of a version's live inputs against the reference stored with it (drift_reference.json).
+	GetDrift(ctx context.Context, in *ModelPerformanceRequest, opts ...grpc.CallOption) (*DriftReport, error)
 }
 
 type controlPlaneClient struct {
@@ -173,6 +179,33 @@ func (c *controlPlaneClient) GetExperiment(ctx context.Context, in *DeploymentRe
 	return out, nil
 }
 
+func (c *controlPlaneClient) ReportGroundTruth(ctx context.Context, in *GroundTruthRequest, opts ...grpc.CallOption) (*GroundTruthResponse, error) {
+	out := new(GroundTruthResponse)
+	err := c.cc.Invoke(ctx, "/infer.control.v1.ControlPlane/ReportGroundTruth", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) GetModelPerformance(ctx context.Context, in *ModelPerformanceRequest, opts ...grpc.CallOption) (*ModelPerformance, error) {
+	out := new(ModelPerformance)
+	err := c.cc.Invoke(ctx, "/infer.control.v1.ControlPlane/GetModelPerformance", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlPlaneClient) GetDrift(ctx context.Context, in *ModelPerformanceRequest, opts ...grpc.CallOption) (*DriftReport, error) {
+	out := new(DriftReport)
+	err := c.cc.Invoke(ctx, "/infer.control.v1.ControlPlane/GetDrift", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlPlaneServer is the server API for ControlPlane service.
 // All implementations must embed UnimplementedControlPlaneServer
 // for forward compatibility
@@ -197,6 +230,12 @@ type ControlPlaneServer interface {
 	// A/B tests: callers report an outcome for an earlier request id; the report compares the variants.
 	ReportOutcome(context.Context, *OutcomeRequest) (*OutcomeResponse, error)
 	GetExperiment(context.Context, *DeploymentRef) (*ExperimentReport, error)
+	// Online accuracy: callers report the ground truth of an earlier request id; the version that answered it
+	// is credited (needs accuracy tracking: parameter infer.accuracy.kind, or an anomaly/forecast model).
+	ReportGroundTruth(context.Context, *GroundTruthRequest) (*GroundTruthResponse, error)
+	GetModelPerformance(context.Context, *ModelPerformanceRequest) (*ModelPerformance, error)
+	// Data drift of a version's live inputs against the reference stored with it (drift_reference.json).
+	GetDrift(context.Context, *ModelPerformanceRequest) (*DriftReport, error)
 	mustEmbedUnimplementedControlPlaneServer()
 }
 
@@ -245,6 +284,15 @@ func (UnimplementedControlPlaneServer) ReportOutcome(context.Context, *OutcomeRe
 }
 func (UnimplementedControlPlaneServer) GetExperiment(context.Context, *DeploymentRef) (*ExperimentReport, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetExperiment not implemented")
+}
+func (UnimplementedControlPlaneServer) ReportGroundTruth(context.Context, *GroundTruthRequest) (*GroundTruthResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReportGroundTruth not implemented")
+}
+func (UnimplementedControlPlaneServer) GetModelPerformance(context.Context, *ModelPerformanceRequest) (*ModelPerformance, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetModelPerformance not implemented")
+}
+func (UnimplementedControlPlaneServer) GetDrift(context.Context, *ModelPerformanceRequest) (*DriftReport, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetDrift not implemented")
 }
 func (UnimplementedControlPlaneServer) mustEmbedUnimplementedControlPlaneServer() {}
 
@@ -511,6 +559,60 @@ func _ControlPlane_GetExperiment_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ControlPlane_ReportGroundTruth_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GroundTruthRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).ReportGroundTruth(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/infer.control.v1.ControlPlane/ReportGroundTruth",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).ReportGroundTruth(ctx, req.(*GroundTruthRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_GetModelPerformance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ModelPerformanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).GetModelPerformance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/infer.control.v1.ControlPlane/GetModelPerformance",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).GetModelPerformance(ctx, req.(*ModelPerformanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ControlPlane_GetDrift_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ModelPerformanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlPlaneServer).GetDrift(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/infer.control.v1.ControlPlane/GetDrift",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlPlaneServer).GetDrift(ctx, req.(*ModelPerformanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _ControlPlane_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "infer.control.v1.ControlPlane",
 	HandlerType: (*ControlPlaneServer)(nil),
@@ -570,6 +672,18 @@ var _ControlPlane_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetExperiment",
 			Handler:    _ControlPlane_GetExperiment_Handler,
+		},
+		{
+			MethodName: "ReportGroundTruth",
+			Handler:    _ControlPlane_ReportGroundTruth_Handler,
+		},
+		{
+			MethodName: "GetModelPerformance",
+			Handler:    _ControlPlane_GetModelPerformance_Handler,
+		},
+		{
+			MethodName: "GetDrift",
+			Handler:    _ControlPlane_GetDrift_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

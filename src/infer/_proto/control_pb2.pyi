@@ -6,6 +6,110 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GroundTruthRequest(_message.Message):
+    __slots__ = ("request_id", "labels", "values")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, request_id: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class GroundTruthResponse(_message.Message):
+    __slots__ = ("model", "version", "rows")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    rows: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class ModelPerformanceRequest(_message.Message):
+    __slots__ = ("model", "version", "window_s")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    window_s: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., window_s: _Optional[float] = ...) -> None: ...
+
+class PerformancePoint(_message.Message):
+    __slots__ = ("t", "value")
+    T_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    t: float
+    value: float
+    def __init__(self, t: _Optional[float] = ..., value: _Optional[float] = ...) -> None: ...
+
+class ModelPerformance(_message.Message):
+    __slots__ = ("model", "version", "kind", "samples", "accuracy", "precision", "recall", "f1", "mae", "rmse", "series")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    F1_FIELD_NUMBER: _ClassVar[int]
+    MAE_FIELD_NUMBER: _ClassVar[int]
+    RMSE_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    kind: str
+    samples: int
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    mae: float
+    rmse: float
+    series: _containers.RepeatedCompositeFieldContainer[PerformancePoint]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., samples: _Optional[int] = ..., accuracy: _Optional[float] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ..., mae: _Optional[float] = ..., rmse: _Optional[float] = ..., series: _Optional[_Iterable[_Union[PerformancePoint, _Mapping]]] = ...) -> None: ...
+
+class FeatureDrift(_message.Message):
+    __slots__ = ("feature", "kind", "psi", "ks", "ks_p", "wasserstein", "chi2", "chi2_p", "drifted")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    KS_FIELD_NUMBER: _ClassVar[int]
+    KS_P_FIELD_NUMBER: _ClassVar[int]
+    WASSERSTEIN_FIELD_NUMBER: _ClassVar[int]
+    CHI2_FIELD_NUMBER: _ClassVar[int]
+    CHI2_P_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    kind: str
+    psi: float
+    ks: float
+    ks_p: float
+    wasserstein: float
+    chi2: float
+    chi2_p: float
+    drifted: bool
+    def __init__(self, feature: _Optional[str] = ..., kind: _Optional[str] = ..., psi: _Optional[float] = ..., ks: _Optional[float] = ..., ks_p: _Optional[float] = ..., wasserstein: _Optional[float] = ..., chi2: _Optional[float] = ..., chi2_p: _Optional[float] = ..., drifted: _Optional[bool] = ...) -> None: ...
+
+class DriftReport(_message.Message):
+    __slots__ = ("model", "version", "drifted", "evaluated_at", "rows", "reason", "features")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    EVALUATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    drifted: bool
+    evaluated_at: float
+    rows: int
+    reason: str
+    features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., drifted: _Optional[bool] = ..., evaluated_at: _Optional[float] = ..., rows: _Optional[int] = ..., reason: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ...) -> None: ...
+
 class OutcomeRequest(_message.Message):
     __slots__ = ("request_id", "value")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]

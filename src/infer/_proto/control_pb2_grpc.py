@@ -104,6 +104,21 @@ class ControlPlaneStub:
                 request_serializer=control__pb2.DeploymentRef.SerializeToString,
                 response_deserializer=control__pb2.ExperimentReport.FromString,
                 _registered_method=True)
+        self.ReportGroundTruth = channel.unary_unary(
+                '/infer.control.v1.ControlPlane/ReportGroundTruth',
+                request_serializer=control__pb2.GroundTruthRequest.SerializeToString,
+                response_deserializer=control__pb2.GroundTruthResponse.FromString,
+                _registered_method=True)
+        self.GetModelPerformance = channel.unary_unary(
+                '/infer.control.v1.ControlPlane/GetModelPerformance',
+                request_serializer=control__pb2.ModelPerformanceRequest.SerializeToString,
+                response_deserializer=control__pb2.ModelPerformance.FromString,
+                _registered_method=True)
+        self.GetDrift = channel.unary_unary(
+                '/infer.control.v1.ControlPlane/GetDrift',
+                request_serializer=control__pb2.ModelPerformanceRequest.SerializeToString,
+                response_deserializer=control__pb2.DriftReport.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServicer:
@@ -199,6 +214,27 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportGroundTruth(self, request, context):
+        """Online accuracy: callers report the ground truth of an earlier request id; the version that answered it
+        is credited (needs accuracy tracking: parameter infer.accuracy.kind, or an anomaly/forecast model).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelPerformance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDrift(self, request, context):
+        """Data drift of a version's live inputs against the reference stored with it (drift_reference.json).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +307,21 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.GetExperiment,
                     request_deserializer=control__pb2.DeploymentRef.FromString,
                     response_serializer=control__pb2.ExperimentReport.SerializeToString,
+            ),
+            'ReportGroundTruth': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportGroundTruth,
+                    request_deserializer=control__pb2.GroundTruthRequest.FromString,
+                    response_serializer=control__pb2.GroundTruthResponse.SerializeToString,
+            ),
+            'GetModelPerformance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelPerformance,
+                    request_deserializer=control__pb2.ModelPerformanceRequest.FromString,
+                    response_serializer=control__pb2.ModelPerformance.SerializeToString,
+            ),
+            'GetDrift': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDrift,
+                    request_deserializer=control__pb2.ModelPerformanceRequest.FromString,
+                    response_serializer=control__pb2.DriftReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -651,6 +702,87 @@ class ControlPlane:
             '/infer.control.v1.ControlPlane/GetExperiment',
             control__pb2.DeploymentRef.SerializeToString,
             control__pb2.ExperimentReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportGroundTruth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infer.control.v1.ControlPlane/ReportGroundTruth',
+            control__pb2.GroundTruthRequest.SerializeToString,
+            control__pb2.GroundTruthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelPerformance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infer.control.v1.ControlPlane/GetModelPerformance',
+            control__pb2.ModelPerformanceRequest.SerializeToString,
+            control__pb2.ModelPerformance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDrift(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infer.control.v1.ControlPlane/GetDrift',
+            control__pb2.ModelPerformanceRequest.SerializeToString,
+            control__pb2.DriftReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -171,6 +171,26 @@ class AsyncInferClient:
     async def unload_model(self, name: str, *, timeout: float | None = None) -> None:
         await self._run(c.unload_model(name), timeout)
 
+    # ---- model quality: ground truth, online accuracy, drift -----------------------------------
+
+    async def report_ground_truth(self, request_id: str, labels: Sequence[object] | None = None,
+                                  values: Sequence[float] | ArrayLike | None = None, *,
+                                  timeout: float | None = None) -> cpb.GroundTruthResponse:
+        """The ground truth of an earlier request's ``request_id``: ``labels`` (classification: one class per
+        row, names or integers; booleans as ``true``/``false``) or ``values`` (regression: one per row, or
+        rows x horizon for a forecaster). The reply names the version credited and the rows."""
+        return await self._run(c.report_ground_truth(request_id, labels, values), timeout)
+
+    async def model_performance(self, model: str, version: str = "", window_s: float = 0, *,
+                                timeout: float | None = None) -> cpb.ModelPerformance:
+        """Online accuracy from the reported ground truth over the last ``window_s`` seconds (0 = since the
+        version was loaded); figures that do not apply, or lack samples, are NaN."""
+        return await self._run(c.model_performance(model, version, window_s), timeout)
+
+    async def drift(self, model: str, version: str = "", *, timeout: float | None = None) -> cpb.DriftReport:
+        """The latest evaluation of the version's live inputs against its drift reference."""
+        return await self._run(c.drift(model, version), timeout)
+
 
 class _Namespace:
     def __init__(self, client: AsyncInferClient) -> None:
@@ -279,4 +299,3 @@ class AsyncControl(_Namespace):
 
     async def get_experiment(self, name: str, *, timeout: float | None = None) -> cpb.ExperimentReport:
         return await self._client._run(c.get_experiment(name), timeout)
-

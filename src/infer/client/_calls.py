@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 from numpy.typing import ArrayLike
@@ -23,11 +24,11 @@ from infer.client._codec import InferResult, Param, decode_response, encode_requ
 from infer.client._errors import InvalidArgument
 
 __all__ = [
-    "Call", "audit_log", "compare_versions", "delete_deployment", "get_deployment", "get_experiment", "get_version",
-    "health", "infer", "list_deployments", "list_versions", "load_model", "model_config", "model_metadata",
-    "model_ready", "model_statistics", "register_version", "report_outcome", "repository_index", "server_live",
-    "server_metadata", "server_ready", "serving_history", "set_deployment", "transition_version", "unload_model",
-    "version_history",
+    "Call", "audit_log", "compare_versions", "delete_deployment", "drift", "get_deployment", "get_experiment",
+    "get_version", "health", "infer", "list_deployments", "list_versions", "load_model", "model_config",
+    "model_metadata", "model_performance", "model_ready", "model_statistics", "register_version",
+    "report_ground_truth", "report_outcome", "repository_index", "server_live", "server_metadata", "server_ready",
+    "serving_history", "set_deployment", "transition_version", "unload_model", "version_history",
 ]
 
 T = TypeVar("T")
@@ -198,3 +199,31 @@ def report_outcome(request_id: str, value: float) -> Call[cpb.OutcomeResponse]:
 
 def get_experiment(name: str) -> Call[cpb.ExperimentReport]:
     return Call(_CONTROL + "GetExperiment", cpb.DeploymentRef(name=name), cpb.ExperimentReport, lambda r: r)
+
+
+def report_ground_truth(request_id: str, labels: Sequence[object] | None,
+                        values: Sequence[float] | ArrayLike | None) -> Call[cpb.GroundTruthResponse]:
+    req = cpb.GroundTruthRequest(request_id=request_id)
+    if labels is not None:
+        req.labels.extend(_label_text(x) for x in labels)
+    if values is not None:
+        req.values.extend(float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1))
+    return Call(_CONTROL + "ReportGroundTruth", req, cpb.GroundTruthResponse, lambda r: r)
+
+
+def _label_text(x: object) -> str:
+    if isinstance(x, bytes):
+        return x.decode()
+    if isinstance(x, (bool, np.bool_)):
+        return "true" if x else "false"
+    return str(x)
+
+
+def model_performance(model: str, version: str, window_s: float) -> Call[cpb.ModelPerformance]:
+    req = cpb.ModelPerformanceRequest(model=model, version=version, window_s=window_s)
+    return Call(_CONTROL + "GetModelPerformance", req, cpb.ModelPerformance, lambda r: r)
+
+
+def drift(model: str, version: str) -> Call[cpb.DriftReport]:
+    return Call(_CONTROL + "GetDrift", cpb.ModelPerformanceRequest(model=model, version=version), cpb.DriftReport,
+                lambda r: r)

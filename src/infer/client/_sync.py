@@ -42,7 +42,7 @@ class InferClient:
     ``authorization: Bearer <token>``; ``timeout`` is every call's default deadline in seconds (None: none), a
     call's own ``timeout`` overrides it; ``retries`` retries UNAVAILABLE only (None: one attempt). Close it, or use
     it as a context manager. Task helpers: ``anomaly``, ``forecast``, ``vision``, ``nlp``; the control plane:
-    ``control``."""
+    ``control``; model quality: ``report_ground_truth``, ``model_performance``, ``drift``."""
 
     def __init__(self, target: str, *, tls: TLSConfig | bool | None = None, token: str | None = None,
                  timeout: float | None = None, retries: RetryPolicy | None = DEFAULT_RETRY,
@@ -162,6 +162,26 @@ class InferClient:
     def unload_model(self, name: str, *, timeout: float | None = None) -> None:
         self._run(c.unload_model(name), timeout)
 
+    # ---- model quality: ground truth, online accuracy, drift -----------------------------------
+
+    def report_ground_truth(self, request_id: str, labels: Sequence[object] | None = None,
+                            values: Sequence[float] | ArrayLike | None = None, *,
+                            timeout: float | None = None) -> cpb.GroundTruthResponse:
+        """The ground truth of an earlier request's ``request_id``: ``labels`` (classification: one class per
+        row, names or integers; booleans as ``true``/``false``) or ``values`` (regression: one per row, or
+        rows x horizon for a forecaster). The reply names the version credited and the rows."""
+        return self._run(c.report_ground_truth(request_id, labels, values), timeout)
+
+    def model_performance(self, model: str, version: str = "", window_s: float = 0, *,
+                          timeout: float | None = None) -> cpb.ModelPerformance:
+        """Online accuracy from the reported ground truth over the last ``window_s`` seconds (0 = since the
+        version was loaded); figures that do not apply, or lack samples, are NaN."""
+        return self._run(c.model_performance(model, version, window_s), timeout)
+
+    def drift(self, model: str, version: str = "", *, timeout: float | None = None) -> cpb.DriftReport:
+        """The latest evaluation of the version's live inputs against its drift reference."""
+        return self._run(c.drift(model, version), timeout)
+
 
 class _Namespace:
     def __init__(self, client: InferClient) -> None:
@@ -269,4 +289,3 @@ class Control(_Namespace):
 
     def get_experiment(self, name: str, *, timeout: float | None = None) -> cpb.ExperimentReport:
         return self._client._run(c.get_experiment(name), timeout)
-

@@ -12,15 +12,16 @@ import math
 import os
 import socket
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from infer.core.types import DataType
-from infer.errors import InferError, InvalidArgument, NotFound
+from infer.errors import FailedPrecondition, InferError, InvalidArgument, NotFound
 from infer.registry.artifacts import ArtifactStore
 from infer.registry.registry import LoadedVersion
 from infer.registry.store import AuditEntry, ModelVersionRecord, RegistryStore, ServingTransition, TransitionRecord
@@ -28,7 +29,7 @@ from infer.routing.experiment import Comparison, VariantStats, compare
 from infer.routing.policies import Canary, DefaultAnswer, DefaultOutput, Deployment, Target, Variant
 from infer.routing.router import Router
 
-__all__ = ["ControlPlane", "check_deployment", "deployment_from_dict", "deployment_to_dict"]
+__all__ = ["ControlPlane", "Watch", "check_deployment", "deployment_from_dict", "deployment_to_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +148,39 @@ def _canary_from_dict(c: dict[str, Any]) -> Canary:
     )
 
 
+class Watch(Protocol):
+    """What the control plane asks of the served versions' watch (``infer.observability.watch.ModelWatch``).
+
+    Dicts in the shapes of the dashboard's ``accuracy`` and ``drift`` items; None (or FailedPrecondition) where
+    the version tracks no accuracy / detects no drift, NotFound where it is not watched.
+    """
+
+    def report_truth(self, request_id: str, labels: Sequence[str] | None,
+                     values: Sequence[float] | None) -> tuple[str, str, int]: ...
+
+    def performance(self, model: str, version: str, window_s: float) -> dict[str, Any] | None: ...
+
+    def drift_report(self, model: str, version: str) -> dict[str, Any] | None: ...
+
+
+_MAX_LABELS = 1_000_000  # ground-truth values in one report
+
+
 def _is_file(path: Path) -> bool:
     try:
         return path.is_file()
     except (OSError, ValueError):  # a name too long for the file system, a NUL byte
         return False
+
+
+def _served_version(model: str, version: str) -> str:
+    """``version`` as the registry spells it ("01" is version 1); "" stays the newest."""
+    if not model:
+        raise InvalidArgument("model: required")
+    if version and not (version.isascii() and version.isdigit() and len(version) <= _MAX_VERSION_DIGITS):
+        raise InvalidArgument(f"version: {version[:40]!r} is not a served version (a decimal integer, or empty "
+                              "for the newest)")
+    return str(int(version)) if version else ""
 
 
 class ControlPlane:
@@ -166,6 +195,7 @@ class ControlPlane:
         self.store = store
         self.artifacts = artifacts
         self.router = router or Router()
+        self.watch: Watch | None = None  # set by the app: ground truth, performance and drift of served versions
         self.revisions: dict[str, int] = {}
         self.server_id = f"{socket.gethostname()}:{os.getpid()}"
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer-lifecycle")
@@ -260,6 +290,49 @@ class ControlPlane:
         if not math.isfinite(value):
             raise InvalidArgument("value: must be a finite number")
         return self.router.report_outcome(request_id, value)
+
+    # ---- online accuracy and drift (through the watch) ---------------------------------------
+
+    def _watch(self, what: str) -> Watch:
+        if self.watch is None:
+            raise FailedPrecondition(f"{what}: this server watches no served models (a control plane running "
+                                     "apart from the servers has none)")
+        return self.watch
+
+    def report_ground_truth(self, request_id: str, labels: Sequence[str],
+                            values: Sequence[float]) -> tuple[str, str, int]:
+        """Credit ground truth to the version that answered ``request_id``: (model, version, rows)."""
+        if not request_id:
+            raise InvalidArgument("request_id: required (the id the inference request carried)")
+        if bool(labels) == bool(values):
+            raise InvalidArgument("labels / values: give exactly one of them (labels for classification, values "
+                                  "for regression)")
+        if len(labels) + len(values) > _MAX_LABELS:
+            raise InvalidArgument(f"{'labels' if labels else 'values'}: more than {_MAX_LABELS} in one report")
+        if values and not all(math.isfinite(v) for v in values):
+            raise InvalidArgument("values: must be finite numbers")
+        return self._watch("ReportGroundTruth").report_truth(request_id, list(labels) or None,
+                                                             list(values) or None)
+
+    def performance(self, model: str, version: str, window_s: float) -> dict[str, Any]:
+        """The version's online accuracy over the last ``window_s`` seconds (0: since it was loaded)."""
+        version = _served_version(model, version)
+        if not (math.isfinite(window_s) and window_s >= 0):
+            raise InvalidArgument("window_s: must be a finite number >= 0 (0 = since the version was loaded)")
+        found = self._watch("GetModelPerformance").performance(model, version, window_s)
+        if found is None:
+            raise FailedPrecondition(f"model '{model[:200]}': no accuracy tracking (set parameter "
+                                     "'infer.accuracy.kind' in its config, and infer with request ids)")
+        return found
+
+    def drift_report(self, model: str, version: str) -> dict[str, Any]:
+        """The version's latest drift evaluation."""
+        version = _served_version(model, version)
+        found = self._watch("GetDrift").drift_report(model, version)
+        if found is None:
+            raise FailedPrecondition(f"model '{model[:200]}': no drift detection (store a drift_reference.json "
+                                     "with the model)")
+        return found
 
     async def experiment(self, name: str) -> tuple[list[tuple[Target, VariantStats]], Comparison]:
         """Each variant's statistics, in the deployment's order, and the first two compared.

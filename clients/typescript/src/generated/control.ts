@@ -29,6 +29,84 @@ export const protobufFileName = "control.proto";
  * Served beside GRPCInferenceService by default; `infer control` serves it alone against a shared store.
  */
 
+export interface GroundTruthRequest {
+  /** the id the ModelInferRequest carried */
+  requestId: string;
+  /** classification: one label per request row (class names, integers as text, */
+  labels: string[];
+  /** true/false) */
+  values: number[];
+}
+
+export interface GroundTruthResponse {
+  /** the version that answered that request */
+  model: string;
+  version: string;
+  /** request rows credited */
+  rows: number;
+}
+
+export interface ModelPerformanceRequest {
+  model: string;
+  /** empty = the newest version watched */
+  version: string;
+  /** GetModelPerformance: the last this many seconds (0 = since the version was loaded) */
+  windowS: number;
+}
+
+export interface PerformancePoint {
+  /** start of the slot, seconds since the epoch */
+  t: number;
+  /** F1 (classification) or MAE (regression) of the reports in the slot */
+  value: number;
+}
+
+export interface ModelPerformance {
+  model: string;
+  version: string;
+  /** classification or regression */
+  kind: string;
+  /** values compared (rows; rows x horizon for a forecaster) */
+  samples: number;
+  /** NaN where unknown: no samples, or a figure of the other kind */
+  accuracy: number;
+  /** binary: of the positive class; more than two classes: macro-averaged */
+  precision: number;
+  recall: number;
+  f1: number;
+  mae: number;
+  rmse: number;
+  /** oldest first */
+  series: PerformancePoint[];
+}
+
+export interface FeatureDrift {
+  feature: string;
+  /** numeric or categorical */
+  kind: string;
+  /** NaN where the statistic does not apply to the feature's kind */
+  psi: number;
+  ks: number;
+  ksP: number;
+  /** normalised by the reference's standard deviation */
+  wasserstein: number;
+  chi2: number;
+  chi2P: number;
+  drifted: boolean;
+}
+
+export interface DriftReport {
+  model: string;
+  version: string;
+  drifted: boolean;
+  /** seconds since the epoch; 0 = not evaluated yet */
+  evaluatedAt: number;
+  /** live rows in the evaluated window */
+  rows: number;
+  reason: string;
+  features: FeatureDrift[];
+}
+
 export interface OutcomeRequest {
   /** the id the ModelInferRequest carried */
   requestId: string;
@@ -341,6 +419,789 @@ export interface ServingHistoryResponse {
   /** oldest first */
   transitions: ServingTransition[];
 }
+
+function createBaseGroundTruthRequest(): GroundTruthRequest {
+  return { requestId: "", labels: [], values: [] };
+}
+
+export const GroundTruthRequest: MessageFns<GroundTruthRequest> = {
+  encode(message: GroundTruthRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    for (const v of message.labels) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.values.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.values) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GroundTruthRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGroundTruthRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.labels.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag === 25) {
+              message.values.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.values.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GroundTruthRequest>): GroundTruthRequest {
+    return GroundTruthRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GroundTruthRequest>): GroundTruthRequest {
+    const message = createBaseGroundTruthRequest();
+    message.requestId = object.requestId ?? "";
+    message.labels = object.labels?.map((e) => e) || [];
+    message.values = object.values?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseGroundTruthResponse(): GroundTruthResponse {
+  return { model: "", version: "", rows: 0 };
+}
+
+export const GroundTruthResponse: MessageFns<GroundTruthResponse> = {
+  encode(message: GroundTruthResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.model !== "") {
+      writer.uint32(10).string(message.model);
+    }
+    if (message.version !== "") {
+      writer.uint32(18).string(message.version);
+    }
+    if (message.rows !== 0) {
+      writer.uint32(24).int64(message.rows);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GroundTruthResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGroundTruthResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.rows = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<GroundTruthResponse>): GroundTruthResponse {
+    return GroundTruthResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GroundTruthResponse>): GroundTruthResponse {
+    const message = createBaseGroundTruthResponse();
+    message.model = object.model ?? "";
+    message.version = object.version ?? "";
+    message.rows = object.rows ?? 0;
+    return message;
+  },
+};
+
+function createBaseModelPerformanceRequest(): ModelPerformanceRequest {
+  return { model: "", version: "", windowS: 0 };
+}
+
+export const ModelPerformanceRequest: MessageFns<ModelPerformanceRequest> = {
+  encode(message: ModelPerformanceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.model !== "") {
+      writer.uint32(10).string(message.model);
+    }
+    if (message.version !== "") {
+      writer.uint32(18).string(message.version);
+    }
+    if (message.windowS !== 0) {
+      writer.uint32(25).double(message.windowS);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelPerformanceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelPerformanceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.windowS = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ModelPerformanceRequest>): ModelPerformanceRequest {
+    return ModelPerformanceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ModelPerformanceRequest>): ModelPerformanceRequest {
+    const message = createBaseModelPerformanceRequest();
+    message.model = object.model ?? "";
+    message.version = object.version ?? "";
+    message.windowS = object.windowS ?? 0;
+    return message;
+  },
+};
+
+function createBasePerformancePoint(): PerformancePoint {
+  return { t: 0, value: 0 };
+}
+
+export const PerformancePoint: MessageFns<PerformancePoint> = {
+  encode(message: PerformancePoint, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.t !== 0) {
+      writer.uint32(9).double(message.t);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PerformancePoint {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePerformancePoint();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.t = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<PerformancePoint>): PerformancePoint {
+    return PerformancePoint.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PerformancePoint>): PerformancePoint {
+    const message = createBasePerformancePoint();
+    message.t = object.t ?? 0;
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBaseModelPerformance(): ModelPerformance {
+  return {
+    model: "",
+    version: "",
+    kind: "",
+    samples: 0,
+    accuracy: 0,
+    precision: 0,
+    recall: 0,
+    f1: 0,
+    mae: 0,
+    rmse: 0,
+    series: [],
+  };
+}
+
+export const ModelPerformance: MessageFns<ModelPerformance> = {
+  encode(message: ModelPerformance, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.model !== "") {
+      writer.uint32(10).string(message.model);
+    }
+    if (message.version !== "") {
+      writer.uint32(18).string(message.version);
+    }
+    if (message.kind !== "") {
+      writer.uint32(26).string(message.kind);
+    }
+    if (message.samples !== 0) {
+      writer.uint32(32).int64(message.samples);
+    }
+    if (message.accuracy !== 0) {
+      writer.uint32(41).double(message.accuracy);
+    }
+    if (message.precision !== 0) {
+      writer.uint32(49).double(message.precision);
+    }
+    if (message.recall !== 0) {
+      writer.uint32(57).double(message.recall);
+    }
+    if (message.f1 !== 0) {
+      writer.uint32(65).double(message.f1);
+    }
+    if (message.mae !== 0) {
+      writer.uint32(73).double(message.mae);
+    }
+    if (message.rmse !== 0) {
+      writer.uint32(81).double(message.rmse);
+    }
+    for (const v of message.series) {
+      PerformancePoint.encode(v!, writer.uint32(90).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelPerformance {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelPerformance();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.samples = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.accuracy = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.precision = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.recall = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.f1 = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 73) {
+              break;
+            }
+
+            message.mae = reader.double();
+            continue;
+          }
+          case 10: {
+            if (tag !== 81) {
+              break;
+            }
+
+            message.rmse = reader.double();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.series.push(PerformancePoint.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<ModelPerformance>): ModelPerformance {
+    return ModelPerformance.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ModelPerformance>): ModelPerformance {
+    const message = createBaseModelPerformance();
+    message.model = object.model ?? "";
+    message.version = object.version ?? "";
+    message.kind = object.kind ?? "";
+    message.samples = object.samples ?? 0;
+    message.accuracy = object.accuracy ?? 0;
+    message.precision = object.precision ?? 0;
+    message.recall = object.recall ?? 0;
+    message.f1 = object.f1 ?? 0;
+    message.mae = object.mae ?? 0;
+    message.rmse = object.rmse ?? 0;
+    message.series = object.series?.map((e) => PerformancePoint.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseFeatureDrift(): FeatureDrift {
+  return { feature: "", kind: "", psi: 0, ks: 0, ksP: 0, wasserstein: 0, chi2: 0, chi2P: 0, drifted: false };
+}
+
+export const FeatureDrift: MessageFns<FeatureDrift> = {
+  encode(message: FeatureDrift, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.feature !== "") {
+      writer.uint32(10).string(message.feature);
+    }
+    if (message.kind !== "") {
+      writer.uint32(18).string(message.kind);
+    }
+    if (message.psi !== 0) {
+      writer.uint32(25).double(message.psi);
+    }
+    if (message.ks !== 0) {
+      writer.uint32(33).double(message.ks);
+    }
+    if (message.ksP !== 0) {
+      writer.uint32(41).double(message.ksP);
+    }
+    if (message.wasserstein !== 0) {
+      writer.uint32(49).double(message.wasserstein);
+    }
+    if (message.chi2 !== 0) {
+      writer.uint32(57).double(message.chi2);
+    }
+    if (message.chi2P !== 0) {
+      writer.uint32(65).double(message.chi2P);
+    }
+    if (message.drifted !== false) {
+      writer.uint32(72).bool(message.drifted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FeatureDrift {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFeatureDrift();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.feature = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.psi = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.ks = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.ksP = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.wasserstein = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.chi2 = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.chi2P = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.drifted = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<FeatureDrift>): FeatureDrift {
+    return FeatureDrift.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FeatureDrift>): FeatureDrift {
+    const message = createBaseFeatureDrift();
+    message.feature = object.feature ?? "";
+    message.kind = object.kind ?? "";
+    message.psi = object.psi ?? 0;
+    message.ks = object.ks ?? 0;
+    message.ksP = object.ksP ?? 0;
+    message.wasserstein = object.wasserstein ?? 0;
+    message.chi2 = object.chi2 ?? 0;
+    message.chi2P = object.chi2P ?? 0;
+    message.drifted = object.drifted ?? false;
+    return message;
+  },
+};
+
+function createBaseDriftReport(): DriftReport {
+  return { model: "", version: "", drifted: false, evaluatedAt: 0, rows: 0, reason: "", features: [] };
+}
+
+export const DriftReport: MessageFns<DriftReport> = {
+  encode(message: DriftReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.model !== "") {
+      writer.uint32(10).string(message.model);
+    }
+    if (message.version !== "") {
+      writer.uint32(18).string(message.version);
+    }
+    if (message.drifted !== false) {
+      writer.uint32(24).bool(message.drifted);
+    }
+    if (message.evaluatedAt !== 0) {
+      writer.uint32(33).double(message.evaluatedAt);
+    }
+    if (message.rows !== 0) {
+      writer.uint32(40).int64(message.rows);
+    }
+    if (message.reason !== "") {
+      writer.uint32(50).string(message.reason);
+    }
+    for (const v of message.features) {
+      FeatureDrift.encode(v!, writer.uint32(58).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DriftReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDriftReport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.drifted = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.evaluatedAt = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.rows = longToNumber(reader.int64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.features.push(FeatureDrift.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create(base?: DeepPartial<DriftReport>): DriftReport {
+    return DriftReport.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DriftReport>): DriftReport {
+    const message = createBaseDriftReport();
+    message.model = object.model ?? "";
+    message.version = object.version ?? "";
+    message.drifted = object.drifted ?? false;
+    message.evaluatedAt = object.evaluatedAt ?? 0;
+    message.rows = object.rows ?? 0;
+    message.reason = object.reason ?? "";
+    message.features = object.features?.map((e) => FeatureDrift.fromPartial(e)) || [];
+    return message;
+  },
+};
 
 function createBaseOutcomeRequest(): OutcomeRequest {
   return { requestId: "", value: 0 };
@@ -3768,6 +4629,40 @@ export const ControlPlaneService = {
     responseSerialize: (value: ExperimentReport): Buffer => Buffer.from(ExperimentReport.encode(value).finish()),
     responseDeserialize: (value: Buffer): ExperimentReport => ExperimentReport.decode(value),
   },
+  /**
+   * Online accuracy: callers report the ground truth of an earlier request id; the version that answered it
+   * is credited (needs accuracy tracking: parameter infer.accuracy.kind, or an anomaly/forecast model).
+   */
+  reportGroundTruth: {
+    path: "/infer.control.v1.ControlPlane/ReportGroundTruth" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GroundTruthRequest): Buffer => Buffer.from(GroundTruthRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GroundTruthRequest => GroundTruthRequest.decode(value),
+    responseSerialize: (value: GroundTruthResponse): Buffer => Buffer.from(GroundTruthResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GroundTruthResponse => GroundTruthResponse.decode(value),
+  },
+  getModelPerformance: {
+    path: "/infer.control.v1.ControlPlane/GetModelPerformance" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ModelPerformanceRequest): Buffer =>
+      Buffer.from(ModelPerformanceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ModelPerformanceRequest => ModelPerformanceRequest.decode(value),
+    responseSerialize: (value: ModelPerformance): Buffer => Buffer.from(ModelPerformance.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ModelPerformance => ModelPerformance.decode(value),
+  },
+  /** Data drift of a version's live inputs against the reference stored with it (drift_reference.json). */
+  getDrift: {
+    path: "/infer.control.v1.ControlPlane/GetDrift" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ModelPerformanceRequest): Buffer =>
+      Buffer.from(ModelPerformanceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ModelPerformanceRequest => ModelPerformanceRequest.decode(value),
+    responseSerialize: (value: DriftReport): Buffer => Buffer.from(DriftReport.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DriftReport => DriftReport.decode(value),
+  },
 } as const;
 
 export interface ControlPlaneServer extends UntypedServiceImplementation {
@@ -3793,6 +4688,14 @@ export interface ControlPlaneServer extends UntypedServiceImplementation {
   /** A/B tests: callers report an outcome for an earlier request id; the report compares the variants. */
   reportOutcome: handleUnaryCall<OutcomeRequest, OutcomeResponse>;
   getExperiment: handleUnaryCall<DeploymentRef, ExperimentReport>;
+  /**
+   * Online accuracy: callers report the ground truth of an earlier request id; the version that answered it
+   * is credited (needs accuracy tracking: parameter infer.accuracy.kind, or an anomaly/forecast model).
+   */
+  reportGroundTruth: handleUnaryCall<GroundTruthRequest, GroundTruthResponse>;
+  getModelPerformance: handleUnaryCall<ModelPerformanceRequest, ModelPerformance>;
+  /** Data drift of a version's live inputs against the reference stored with it (drift_reference.json). */
+  getDrift: handleUnaryCall<ModelPerformanceRequest, DriftReport>;
 }
 
 export interface ControlPlaneClient extends Client {
@@ -4013,6 +4916,56 @@ export interface ControlPlaneClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ExperimentReport) => void,
+  ): ClientUnaryCall;
+  /**
+   * Online accuracy: callers report the ground truth of an earlier request id; the version that answered it
+   * is credited (needs accuracy tracking: parameter infer.accuracy.kind, or an anomaly/forecast model).
+   */
+  reportGroundTruth(
+    request: GroundTruthRequest,
+    callback: (error: ServiceError | null, response: GroundTruthResponse) => void,
+  ): ClientUnaryCall;
+  reportGroundTruth(
+    request: GroundTruthRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GroundTruthResponse) => void,
+  ): ClientUnaryCall;
+  reportGroundTruth(
+    request: GroundTruthRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GroundTruthResponse) => void,
+  ): ClientUnaryCall;
+  getModelPerformance(
+    request: ModelPerformanceRequest,
+    callback: (error: ServiceError | null, response: ModelPerformance) => void,
+  ): ClientUnaryCall;
+  getModelPerformance(
+    request: ModelPerformanceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ModelPerformance) => void,
+  ): ClientUnaryCall;
+  getModelPerformance(
+    request: ModelPerformanceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ModelPerformance) => void,
+  ): ClientUnaryCall;
+  /** Data drift of a version's live inputs against the reference stored with it (drift_reference.json). */
+  getDrift(
+    request: ModelPerformanceRequest,
+    callback: (error: ServiceError | null, response: DriftReport) => void,
+  ): ClientUnaryCall;
+  getDrift(
+    request: ModelPerformanceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DriftReport) => void,
+  ): ClientUnaryCall;
+  getDrift(
+    request: ModelPerformanceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DriftReport) => void,
   ): ClientUnaryCall;
 }
 

@@ -19,8 +19,8 @@ from infer.routing.policies import Canary, DefaultAnswer, DefaultOutput, Deploym
 from infer.routing.router import ShadowStats
 from infer.transport.grpc.status import add_servicer, grpc_errors
 
-__all__ = ["ControlServicer", "add_control_servicer", "deployment_from_pb", "deployment_to_pb", "record_from_pb",
-           "record_to_pb"]
+__all__ = ["ControlServicer", "add_control_servicer", "deployment_from_pb", "deployment_to_pb", "drift_to_pb",
+           "performance_to_pb", "record_from_pb", "record_to_pb"]
 
 Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 ActorOf = Callable[[Sequence[tuple[str, str]]], str]
@@ -84,6 +84,28 @@ def record_to_pb(r: ModelVersionRecord) -> Any:
         training_run=r.training_run or "",
         created_at=r.created_at or 0.0,
     )
+
+
+def _number(v: Any) -> float:
+    """A figure for the wire: NaN where unknown (None)."""
+    return math.nan if v is None else float(v)
+
+
+def performance_to_pb(p: dict[str, Any]) -> Any:
+    return cpb.ModelPerformance(
+        model=p["model"], version=str(p["version"]), kind=p.get("kind") or "", samples=int(p.get("samples") or 0),
+        **{k: _number(p.get(k)) for k in ("accuracy", "precision", "recall", "f1", "mae", "rmse")},
+        series=[cpb.PerformancePoint(t=float(x["t"]), value=_number(x["value"])) for x in p.get("series", ())])
+
+
+def drift_to_pb(d: dict[str, Any]) -> Any:
+    return cpb.DriftReport(
+        model=d["model"], version=str(d["version"]), drifted=bool(d.get("drifted")),
+        evaluated_at=float(d.get("at") or 0.0), rows=int(d.get("rows") or 0), reason=str(d.get("reason") or ""),
+        features=[cpb.FeatureDrift(
+            feature=str(f["feature"]), kind=str(f.get("kind") or ""), drifted=bool(f.get("drifted")),
+            **{k: _number(f.get(k)) for k in ("psi", "ks", "ks_p", "wasserstein", "chi2", "chi2_p")},
+        ) for f in d.get("features", ())])
 
 
 def deployment_from_pb(d: Any) -> Deployment:
@@ -270,6 +292,19 @@ class ControlServicer(cpb_grpc.ControlPlaneServicer):
             metric=verdict.metric, difference=verdict.difference, ci95_low=verdict.ci95_low,
             ci95_high=verdict.ci95_high, p_value=verdict.p_value,
         )
+
+    @grpc_errors
+    async def ReportGroundTruth(self, request: Any, context: Ctx) -> Any:
+        model, version, rows = self._cp.report_ground_truth(request.request_id, request.labels, request.values)
+        return cpb.GroundTruthResponse(model=model, version=version, rows=rows)
+
+    @grpc_errors
+    async def GetModelPerformance(self, request: Any, context: Ctx) -> Any:
+        return performance_to_pb(self._cp.performance(request.model, request.version, request.window_s))
+
+    @grpc_errors
+    async def GetDrift(self, request: Any, context: Ctx) -> Any:
+        return drift_to_pb(self._cp.drift_report(request.model, request.version))
 
 
 def add_control_servicer(servicer: ControlServicer, server: grpc.aio.Server) -> None:

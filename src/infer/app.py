@@ -28,6 +28,7 @@ from infer.controlplane.service import ControlPlane
 from infer.dataplane.cache import ResponseCache
 from infer.dataplane.service import DataPlane
 from infer.errors import InferError, InvalidArgument
+from infer.monitoring import Monitoring
 from infer.observability.alerts import AlertManager, AlertsConfig
 from infer.observability.http import MetricsServer
 from infer.observability.metrics import Metrics
@@ -63,6 +64,7 @@ class App:
         self._canaries: CanaryController | None = None
         self.health: HealthPublisher | None = None
         self.alerts: AlertManager | None = None
+        self.monitoring: Monitoring | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -88,9 +90,12 @@ class App:
         if cfg.alerts_config is not None:
             self.alerts = AlertManager(AlertsConfig.load(cfg.alerts_config))
             await self.alerts.start()
+        mon = self.monitoring = Monitoring(self.metrics, registry, self.control, self.alerts)
+        registry.add_listener(mon)
+        self.control.watch = mon.watch  # ground truth, performance and drift reports
         dp = self.dataplane = DataPlane(
             registry, dispatcher, cache=cache,
-            router=self.control.router, alerts=self.alerts,
+            router=self.control.router, alerts=self.alerts, watch=mon.watch,
         )
         registry.add_listener(dp)
         self.health = HealthPublisher(dp)
@@ -108,7 +113,7 @@ class App:
         await self._server.start()
         await self.health.refresh()
         if cfg.metrics_port >= 0:
-            self._metrics_server = MetricsServer(self.metrics.registry, dp.live, dp.ready)
+            self._metrics_server = MetricsServer(self.metrics.registry, dp.live, dp.ready, dashboard=mon.dashboard)
             try:
                 self.metrics_port = await self._metrics_server.start(cfg.host, cfg.metrics_port)
             except OSError as e:
@@ -122,6 +127,7 @@ class App:
         gc.collect()
         gc.freeze()
         dp.started = True
+        mon.start()
         self._canaries = CanaryController(self.control)
         self._canaries.start()
         await self.health.refresh()
@@ -149,6 +155,8 @@ class App:
                 task.cancel()
         if self._canaries is not None:
             await self._canaries.stop()
+        if self.monitoring is not None:
+            await self.monitoring.stop()
         if dp is not None:
             dp.stopping = True  # new requests: UNAVAILABLE, which clients may retry elsewhere
         if self.health is not None:

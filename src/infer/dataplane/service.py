@@ -18,6 +18,7 @@ from infer.dataplane.cache import ResponseCache, cache_key
 from infer.dataplane.validate import reserved_parameters, validate_inputs, validate_outputs
 from infer.errors import DeadlineExceeded, InferError, InvalidArgument, ModelExecutionError, NotFound, Unavailable
 from infer.observability.alerts import AlertManager, alerts_from_response
+from infer.observability.watch import ModelWatch
 from infer.registry.lifecycle import ModelState
 from infer.registry.registry import IndexEntry, LoadedVersion, ModelRegistry
 from infer.routing.policies import Deployment, Target
@@ -32,6 +33,7 @@ Array = npt.NDArray[np.generic]
 MAX_DEFAULT_ROWS = 65536
 MAX_DEFAULT_ELEMENTS = 1 << 22  # values a default answer is repeated to (rows times values a row): 32 MiB of FP64
 _MAX_VERSION_DIGITS = 18  # every version that fits an int64
+QUIET_SEVERITIES = np.array([b"NONE", b"", "NONE", ""], object)  # ONNX STRING outputs are str, kernels' bytes
 
 
 def _version(name: str, version: str) -> str:
@@ -84,9 +86,11 @@ class DataPlane:
         cache: ResponseCache | None = None,
         router: Router | None = None,
         alerts: AlertManager | None = None,
+        watch: ModelWatch | None = None,
     ) -> None:
         self.registry = registry
         self.alerts = alerts
+        self.watch = watch
         self.cache = cache
         self.router = router
         self._shadow_tasks: set[asyncio.Future[None]] = set()
@@ -155,7 +159,7 @@ class DataPlane:
         if not {"score", "anomaly_type", "top_features"} <= outputs.keys():
             return
         severity = outputs["severity"].reshape(-1)
-        if np.all((severity == b"NONE") | (severity == b"")):
+        if np.all(np.isin(severity, QUIET_SEVERITIES)):
             return  # the usual case: nothing to alert, no user names decoded
         rows = len(severity)
         events = {t.name: t.data for t in request.inputs if len(t.data) == rows}
@@ -249,7 +253,8 @@ class DataPlane:
         finally:
             self.router.shadows_in_flight -= 1
 
-    async def _infer_one(self, request: InferRequest, lv: LoadedVersion, link_timeout_us: int) -> InferResponse:
+    async def _infer_one(self, request: InferRequest, lv: LoadedVersion, link_timeout_us: int,
+                         step: bool = False) -> InferResponse:
         rc = lv.config.response_cache
         cache = self.cache if rc is not None and rc.enable else None
         key = b""
@@ -267,6 +272,8 @@ class DataPlane:
                     ns = time.perf_counter_ns() - t0
                     lv.stats.cache_hit.add(ns)
                     lv.stats.success.add(ns)
+                    if self.watch is not None:
+                        self.watch.observe(lv.name, str(lv.version), request.id, inputs, hit, step)
                     return self._response(lv, request, hit)
             if lv.runtime.composite:
                 fut = None
@@ -293,6 +300,8 @@ class DataPlane:
             t1 = time.perf_counter_ns()
             cache.put(key, lv.serial, outputs, float(lv.config.parameter("infer.cache_ttl_s", "60")))
             lv.stats.cache_miss.add(time.perf_counter_ns() - t1)
+        if self.watch is not None:
+            self.watch.observe(lv.name, str(lv.version), request.id, inputs, outputs, step)
         return self._response(lv, request, outputs)
 
     async def _run_ensemble(
@@ -317,10 +326,13 @@ class DataPlane:
                     for name, tensor in step.outputs:
                         tensors[tensor] = outs[name]
                 pending = [s for s in pending if s not in ready]
-        except InferError:
+        except InferError as e:
             lv.stats.fail.add(time.perf_counter_ns() - t0)
+            self.dispatcher.failure(lv, e)
             raise
-        lv.stats.success.add(time.perf_counter_ns() - t0)
+        ns = time.perf_counter_ns() - t0
+        lv.stats.success.add(ns)
+        self.dispatcher.success(lv, ns / 1e9)
         return {name: tensors[name] for name in plan.outputs}
 
     async def _ensemble_step(self, step: EnsembleStepPlan, tensors: dict[str, Array], request: InferRequest,
@@ -332,7 +344,7 @@ class DataPlane:
             inputs=[Tensor(name, specs[name].datatype, tensors[tensor]) for name, tensor in step.inputs],
             outputs=[name for name, _ in step.outputs], parameters=request.parameters, deadline=deadline,
         )
-        resp = await self._infer_one(sub, sub_lv, 0)
+        resp = await self._infer_one(sub, sub_lv, 0, step=True)
         return {t.name: t.data for t in resp.outputs}
 
     @staticmethod

@@ -21,6 +21,7 @@ from infer.config.model import ModelConfig
 from infer.core.stats import VersionStats
 from infer.core.types import DataType, TensorSpec
 from infer.errors import InferError, ModelConfigError, NotFound, Unavailable
+from infer.observability.windows import rss_bytes
 from infer.registry.complete import complete_config, served_specs
 from infer.registry.lifecycle import ModelState, VersionLifecycle
 from infer.registry.repository import ModelRepository
@@ -44,6 +45,8 @@ class LoadedVersion:
     lifecycle: VersionLifecycle = field(default_factory=VersionLifecycle)
     stats: VersionStats = field(default_factory=VersionStats)
     warmup_s: float = 0.0  # best batch-1 time seen at warm-up (seeds the scheduler's latency curve)
+    memory_bytes: int = 0  # process RSS growth across the load (approximate when loads overlap)
+    drift_hold: str = ""  # why the version stays DEGRADED while its inputs drift (set by the monitoring)
     serial: int = field(default_factory=lambda: next(_SERIALS))  # unique per load, never reused
     input_specs: dict[str, TensorSpec] = field(init=False)  # by name, for checking requests
     output_specs: dict[str, TensorSpec] = field(init=False)  # by name, for building responses
@@ -294,6 +297,7 @@ class ModelRegistry:
         else:
             path = self.repository.find_model_file(name, version, config.default_model_filename or cls.default_filename)
         log.info("model %s version %d: loading %s", name, version, path)  # as Triton says "loading: name:version"
+        rss0 = rss_bytes()
         runtime = await asyncio.to_thread(cls.open, path, config.model_copy(update={"name": name}), self._options)
         try:
             done = complete_config(
@@ -319,6 +323,7 @@ class ModelRegistry:
             self._move(lv, ModelState.ERROR, f"warm-up failed: {e}")
             runtime.close()
             raise ModelConfigError(f"model '{name}' version {version}: warm-up failed: {e}") from None
+        lv.memory_bytes = max(0, rss_bytes() - rss0)
         for listener in self._listeners:
             await listener.version_ready(lv)
         self._move(lv, ModelState.ACTIVE, "warm-up passed")
@@ -349,6 +354,8 @@ class ModelRegistry:
         """ACTIVE <-> DEGRADED as the version's error rate says (other moves belong to loading)."""
         if {lv.state, state} != {ModelState.ACTIVE, ModelState.DEGRADED}:
             return
+        if state is ModelState.ACTIVE and lv.drift_hold:
+            return  # its inputs still drift: the monitoring restores it when they stop
         log.warning("model %s version %d is %s: %s", lv.name, lv.version, state.value, reason)
         self._move(lv, state, reason)
 

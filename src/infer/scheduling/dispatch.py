@@ -56,5 +56,11 @@ class Dispatcher:
         return sched
 
     def failure(self, version: LoadedVersion, error: InferError) -> None:
-        """Count a request refused before it reached a queue."""
+        """Count a request refused before it reached a queue (or an ensemble's request that failed)."""
         self._metrics.version(version.name, str(version.version)).failure(error.code.value)
+
+    def success(self, version: LoadedVersion, seconds: float) -> None:
+        """Count a request answered without this dispatcher's queues: an ensemble's, whose steps queued."""
+        m = self._metrics.version(version.name, str(version.version))
+        m.success += 1
+        m.request_duration.observe(seconds)

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""A screenshot of the live dashboard under mixed load (the README's ``docs/images/dashboard.png``).
+
+Starts ``infer serve`` on a repository (default: the default model repository, built on first use), drives for
+``--seconds`` anomaly events (with ground truth), forecasts with ids (with their actuals) and an A/B deployment
+between ``forecast`` and one of its candidates (with outcomes), then opens ``/dashboard`` in Chromium at 1440x900
+and saves a screenshot::
+
+    .venv/bin/python scripts/dashboard_screenshot.py --seconds 60 --out docs/images/dashboard.png
+    .venv/bin/python scripts/dashboard_screenshot.py --repository /path/to/repo --chromium /usr/bin/chromium
+
+Needs ``playwright`` (the dev extra) and a Chromium binary; the browser never downloads anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infer.client import InferClient, InferClientError, ab_test
+from infer.client._tasks import anomaly_inputs, forecast_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+HORIZON = 24
+
+
+def start_server(repository: Path | None, workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    ports = workdir / "ports.json"
+    cmd = [sys.executable, "-m", "infer.cli", "serve", "--host", "127.0.0.1", "--grpc-port", "0",
+           "--metrics-port", "0", "--port-file", str(ports)]
+    if repository is not None:
+        cmd += ["--model-repository", str(repository)]
+    log = (workdir / "serve.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    end = time.monotonic() + 1800  # building the default repository on first use takes minutes
+    while not ports.exists():
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            sys.exit(f"server did not start; see {workdir / 'serve.log'}:\n"
+                     + (workdir / "serve.log").read_text()[-3000:])
+        time.sleep(0.2)
+    return proc, json.loads(ports.read_text())
+
+
+def _ready_models(client: InferClient) -> set[str]:
+    return {m.name for m in client.repository_index(ready=True)}
+
+
+def _deployment(client: InferClient, models: set[str]) -> str:
+    candidates = sorted(m for m in models if m.startswith("forecast_"))
+    if "forecast" not in models or not candidates:
+        print("no forecast candidates: no A/B deployment", file=sys.stderr)
+        return ""
+    client.control.set_deployment(ab_test("forecast-ab", {"forecast": 50, candidates[0]: 50}))
+    return "forecast-ab"
+
+
+class Load:
+    """Mixed traffic: anomaly events with their labels, forecasts with their actuals, the A/B deployment."""
+
+    def __init__(self, client: InferClient, models: set[str], deployment: str, seed: int = 0) -> None:
+        self.client, self.models, self.deployment = client, models, deployment
+        self.rng = np.random.default_rng(seed)
+        self.sent = 0
+        self._events: Any = None
+        self._series: list[np.ndarray] = []
+        self._i = 0
+        if "anomaly" in models:
+            from infer.tasks.anomaly import events as ev
+
+            self._events = ev.generate(4096, seed=seed, anomaly_fraction=0.08)
+        if "forecast" in models:
+            from infer.tasks.forecast.data import synthetic_ops
+
+            series = [s.values.astype(np.float32) for s in synthetic_ops(32, seed=seed)]
+            small = [s for s in series if float(np.median(s)) < 100.0]  # one scale, so the MAE reads well
+            self._series = small or series
+
+    def step(self) -> None:
+        self._i += 1
+        if self._events is not None:
+            self._anomaly()
+        if self._series and self._i % 3 == 0:
+            self._forecast("forecast")
+        if self.deployment and self._i % 2 == 0:
+            self._forecast(self.deployment, outcome=True)
+
+    def _anomaly(self) -> None:
+        stream = self._events
+        size = int(self.rng.integers(1, 48))
+        a = int(self.rng.integers(0, stream.n - size))
+        rid = f"anomaly-{self._i}"
+        cols = {k: v[a:a + size] for k, v in stream.events.items()}
+        self.client.infer("anomaly", anomaly_inputs(cols), request_id=rid)
+        if self._i % 2 == 0:
+            labels = ["true" if x else "false" for x in stream.is_anomaly[a:a + size]]
+            self._quiet(lambda: self.client.report_ground_truth(rid, labels=labels))
+        self.sent += 1
+
+    def _forecast(self, model: str, outcome: bool = False) -> None:
+        s = self._series[self._i % len(self._series)]
+        cut = int(self.rng.integers(len(s) // 2, len(s) - HORIZON))
+        history, actual = s[:cut], s[cut:cut + HORIZON]
+        rid = f"{model}-{self._i}"
+        out = self.client.infer(model, forecast_inputs(history, HORIZON, (80.0,), None, None), request_id=rid)
+        error = float(np.mean(np.abs(np.asarray(out["mean"]).reshape(-1)[:HORIZON] - actual)))
+        if outcome:
+            self._quiet(lambda: self.client.control.report_outcome(rid, error))
+        elif self._i % 2 == 0:
+            self._quiet(lambda: self.client.report_ground_truth(rid, values=actual.tolist()))
+        self.sent += 1
+
+    @staticmethod
+    def _quiet(call: Any) -> None:
+        try:
+            call()
+        except InferClientError as e:  # a model without accuracy tracking, say: the load goes on
+            print(f"warning: {e}", file=sys.stderr)
+
+
+def screenshot(url: str, out: Path, chromium: str, settle_s: float) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(url)
+            page.wait_for_function("() => window.__dashboard && window.__dashboard.updates >= 2", timeout=30_000)
+            page.wait_for_function("() => document.getElementById('chart-latency').dataset.ready === '1'",
+                                   timeout=30_000)
+            time.sleep(settle_s)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out))
+        finally:
+            browser.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repository", type=Path, help="model repository (default: the default model repository)")
+    p.add_argument("--seconds", type=float, default=60.0, help="how long to drive load before the screenshot")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "dashboard.png")
+    p.add_argument("--chromium", default=os.environ.get("INFER_CHROMIUM", "/usr/bin/chromium"))
+    a = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="infer-dashboard-") as tmp:
+        proc, ports = start_server(a.repository, Path(tmp))
+        try:
+            with InferClient(f"127.0.0.1:{ports['grpc']}", timeout=60) as client:
+                client.wait_ready(timeout=600)
+                models = _ready_models(client)
+                load = Load(client, models, _deployment(client, models))
+                end = time.monotonic() + a.seconds
+                while time.monotonic() < end:
+                    load.step()
+                    time.sleep(0.02)
+                print(f"sent {load.sent} requests to {', '.join(sorted(models))}")
+                screenshot(f"http://127.0.0.1:{ports['metrics']}/dashboard", a.out, a.chromium, settle_s=2.5)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(f"saved {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

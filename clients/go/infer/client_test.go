@@ -154,7 +154,11 @@ func TestRetriesEndWithTheDeadline(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	_, err := c.ServerLive(ctx)
-	if status.Code(err) != codes.Unavailable || time.Since(start) > 2*time.Second || fake.liveCalls > 11 {
+	// Unavailable from the last attempt, or DeadlineExceeded when the deadline falls during an attempt (the last
+	// pause fitted, the call after it did not: rare, on a loaded machine).
+	code := status.Code(err)
+	if (code != codes.Unavailable && code != codes.DeadlineExceeded) || time.Since(start) > 2*time.Second ||
+		fake.liveCalls > 11 {
 		t.Fatalf("got %v after %d calls in %v", err, fake.liveCalls, time.Since(start))
 	}
 }

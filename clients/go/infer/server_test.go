@@ -5,6 +5,7 @@ package infer
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"strings"
@@ -294,4 +295,86 @@ func TestTargetBadRequests(t *testing.T) {
 	if _, err := c.ModelMetadata(ctx, "no_such_model", ""); status.Code(err) != codes.NotFound {
 		t.Errorf("ModelMetadata of an unknown model: %v", err)
 	}
+}
+
+func TestTargetGroundTruthAndPerformance(t *testing.T) {
+	c, ctx := serverClient(t)
+	history := hourlyHistory()
+	id := fmt.Sprintf("go-sdk-truth-%d", time.Now().UnixNano())
+	res, err := c.Infer(ctx, "forecast", []Tensor{
+		NewTensor("history", []int64{1, int64(len(history))}, history),
+		NewTensor("horizon", []int64{1, 1}, []int32{24}),
+	}, RequestID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mean, err := Values[float32](res, "mean")
+	if err != nil || len(mean) != 24 {
+		t.Fatalf("mean %v %v", mean, err)
+	}
+	actual := make([]float64, len(mean)) // one per horizon step of the one row
+	for i, m := range mean {
+		actual[i] = float64(m) + 1
+	}
+	// A count that does not match the prediction (1 x 24) is refused, naming values, and credits nothing.
+	if _, err := c.ReportGroundTruth(ctx, id, nil, actual[:3]); status.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(err.Error(), "values") {
+		t.Errorf("3 values for 24 predicted: %v", err)
+	}
+	r, err := c.ReportGroundTruth(ctx, id, nil, actual)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.GetModel() != "forecast" || r.GetVersion() == "" || r.GetRows() != 1 {
+		t.Errorf("ReportGroundTruth = %v", r)
+	}
+	if _, err := c.ReportGroundTruth(ctx, id, nil, actual); status.Code(err) != codes.NotFound {
+		t.Errorf("a second report of %s: %v, want NotFound (credited once)", id, err)
+	}
+
+	p, err := c.ModelPerformance(ctx, "forecast", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.GetModel() != "forecast" || p.GetVersion() != r.GetVersion() || p.GetKind() != "regression" ||
+		p.GetSamples() < 24 || math.IsNaN(p.GetMae()) || math.IsInf(p.GetMae(), 0) || p.GetMae() < 0 ||
+		math.IsNaN(p.GetRmse()) || !math.IsNaN(p.GetF1()) || len(p.GetSeries()) == 0 {
+		t.Errorf("ModelPerformance(forecast) = %v", p)
+	}
+	if w, err := c.ModelPerformance(ctx, "forecast", r.GetVersion(), 3600); err != nil || w.GetSamples() < 24 ||
+		math.IsNaN(w.GetMae()) {
+		t.Errorf("ModelPerformance(forecast, %s, 3600) = %v, %v", r.GetVersion(), w, err)
+	}
+}
+
+func TestTargetDrift(t *testing.T) {
+	c, ctx := serverClient(t)
+	d, err := c.Drift(ctx, "forecast", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.GetModel() != "forecast" || d.GetVersion() == "" || d.GetEvaluatedAt() < 0 || d.GetRows() < 0 {
+		t.Errorf("Drift(forecast) = %v", d)
+	}
+	if d.GetEvaluatedAt() == 0 && !strings.Contains(d.GetReason(), "not evaluated") { // before enough live rows
+		t.Errorf("Drift(forecast) not evaluated, reason %q", d.GetReason())
+	}
+}
+
+func TestTargetModelQualityErrors(t *testing.T) {
+	c, ctx := serverClient(t)
+	check := func(name string, err error, code codes.Code, want string) {
+		t.Helper()
+		if st, _ := status.FromError(err); st.Code() != code || !strings.Contains(st.Message(), want) {
+			t.Errorf("%s: %v, want %v naming %q", name, err, code, want)
+		}
+	}
+	_, err := c.ReportGroundTruth(ctx, "go-sdk-never-sent", nil, []float64{1})
+	check("unknown request id", err, codes.NotFound, "request_id")
+	_, err = c.ModelPerformance(ctx, "no_such_model", "", 0)
+	check("performance of an unknown model", err, codes.NotFound, "no_such_model")
+	_, err = c.ModelPerformance(ctx, "forecast", "", -1)
+	check("negative window", err, codes.InvalidArgument, "window_s")
+	_, err = c.Drift(ctx, "no_such_model", "")
+	check("drift of an unknown model", err, codes.NotFound, "no_such_model")
 }

@@ -11,6 +11,9 @@ import {
   GRPCInferenceServiceClient, type InferParameter, type ModelInferRequest, type ModelInferResponse,
   type ModelMetadataResponse, type ServerMetadataResponse,
 } from "./generated/grpc_service";
+import {
+  ControlPlaneClient, type DriftReport, type GroundTruthRequest, type GroundTruthResponse, type ModelPerformance,
+} from "./generated/control";
 import { HealthCheckResponse_ServingStatus, HealthClient } from "./generated/grpc/health/v1/health";
 import { type Datatype, decodeContents, decodeRaw, encodeTensor, type OutputTensor, type Tensor } from "./tensor";
 
@@ -65,6 +68,35 @@ export interface InferResult {
 
 export type HealthStatus = "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN";
 
+/** A ground-truth class: a class name, an integer, or a boolean (sent as `true` / `false`). */
+export type Label = string | number | bigint | boolean;
+
+/** The ground truth of one earlier request: exactly one of `labels` and `values`. */
+export interface GroundTruth {
+  /** Classification: one class per request row. */
+  labels?: readonly Label[];
+  /** Regression: one number per row, or rows x horizon (row-major) for a forecaster, e.g. a `mean` output's data. */
+  values?: ArrayLike<number>;
+}
+
+/** Per-call options of the control-plane methods. */
+export interface CallDeadline {
+  /** Deadline of this call in milliseconds (default: the client's). */
+  deadlineMs?: number;
+}
+
+export interface ModelPerformanceOptions extends CallDeadline {
+  /** Model version (default: the newest watched one). */
+  version?: string;
+  /** The last this many seconds (default 0: since the version was loaded). */
+  windowS?: number;
+}
+
+export interface DriftOptions extends CallDeadline {
+  /** Model version (default: the newest watched one). */
+  version?: string;
+}
+
 /** The last overload of a generated unary method: (request, metadata, options, callback). */
 type UnaryMethod<Req, Res> = (
   request: Req, metadata: Metadata, options: Partial<CallOptions>,
@@ -78,6 +110,14 @@ export type UnaryRpc = {
 }[keyof Stub];
 type RequestOf<K extends UnaryRpc> = Stub[K] extends UnaryMethod<infer Req, infer _Res> ? Req : never;
 type ResponseOf<K extends UnaryRpc> = Stub[K] extends UnaryMethod<infer _Req, infer Res> ? Res : never;
+
+type ControlStub = ControlPlaneClient;
+/** Names of the control plane's unary RPCs (camelCase: "getModel", "setDeployment", "reportGroundTruth", ...). */
+export type ControlRpc = {
+  [K in keyof ControlStub]: ControlStub[K] extends UnaryMethod<infer _Req, infer _Res> ? K : never;
+}[keyof ControlStub];
+type ControlRequestOf<K extends ControlRpc> = ControlStub[K] extends UnaryMethod<infer Req, infer _Res> ? Req : never;
+type ControlResponseOf<K extends ControlRpc> = ControlStub[K] extends UnaryMethod<infer _Req, infer Res> ? Res : never;
 
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_MAX_MS = 5_000;
@@ -141,12 +181,38 @@ function emptyContents() {
     fp32Contents: [], fp64Contents: [], bytesContents: [] };
 }
 
+function labelText(label: Label, index: number): string {
+  switch (typeof label) {
+    case "string": return label;
+    case "boolean": return label ? "true" : "false";
+    case "bigint": return label.toString();
+    case "number":
+      if (!Number.isFinite(label)) throw new RangeError(`labels[${index}]: ${label} is not a class`);
+      return String(label);
+    default: throw new TypeError(`labels[${index}]: unsupported value ${String(label)}`);
+  }
+}
+
+function groundTruthRequest(requestId: string, truth: GroundTruth): GroundTruthRequest {
+  const { labels, values } = truth ?? {};
+  if ((labels === undefined) === (values === undefined)) {
+    throw new TypeError("reportGroundTruth: give exactly one of labels (classification) and values (regression)");
+  }
+  return {
+    requestId,
+    labels: labels === undefined ? [] : labels.map(labelText),
+    values: values === undefined ? [] : Array.from(values, Number),
+  };
+}
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** A client of one infer server (or any Open Inference Protocol / KServe V2 gRPC server). */
 export class InferClient {
   /** The generated stub, for RPCs this class does not wrap (prefer `call`, which adds auth and retries). */
   readonly stub: GRPCInferenceServiceClient;
+  /** The generated stub of infer's control plane (prefer `controlCall`, which adds auth and retries). */
+  readonly controlStub: ControlPlaneClient;
   private readonly healthStub: HealthClient;
   private readonly token: string | undefined;
   private readonly deadlineMs: number | undefined;
@@ -164,6 +230,7 @@ export class InferClient {
     };
     this.stub = new GRPCInferenceServiceClient(target, creds, channelOptions);
     this.healthStub = new HealthClient(target, creds, channelOptions);
+    this.controlStub = new ControlPlaneClient(target, creds, channelOptions);
     this.token = options.token;
     this.deadlineMs = options.deadlineMs;
     this.retries = options.retries ?? 3;
@@ -226,10 +293,49 @@ export class InferClient {
     return this.withRetries(method, request, deadlineMs);
   }
 
+  /**
+   * The ground truth of an earlier request, by the `id` it carried: `labels` (classification: one class per row;
+   * numbers and bigints as integers, booleans as `true` / `false`) or `values` (regression: one per row, or
+   * rows x horizon for a forecaster). Answers the version credited and the rows. NOT_FOUND when no remembered
+   * prediction has that id (unknown, already credited, or answered by a model that tracks no accuracy).
+   */
+  async reportGroundTruth(requestId: string, truth: GroundTruth, options: CallDeadline = {}): Promise<GroundTruthResponse> {
+    return this.controlCall("reportGroundTruth", groundTruthRequest(requestId, truth), options.deadlineMs);
+  }
+
+  /**
+   * Online accuracy from the reported ground truth over the last `windowS` seconds (default: since the version
+   * was loaded): accuracy, precision, recall and F1 (classification) or MAE and RMSE (regression); figures that do
+   * not apply, or lack samples, are NaN. FAILED_PRECONDITION for a model that tracks no accuracy.
+   */
+  async modelPerformance(model: string, options: ModelPerformanceOptions = {}): Promise<ModelPerformance> {
+    return this.controlCall("getModelPerformance",
+      { model, version: options.version ?? "", windowS: options.windowS ?? 0 }, options.deadlineMs);
+  }
+
+  /**
+   * The latest evaluation of the version's live inputs against its drift reference (`evaluatedAt` 0: not
+   * evaluated yet). FAILED_PRECONDITION for a model without a drift reference.
+   */
+  async drift(model: string, options: DriftOptions = {}): Promise<DriftReport> {
+    return this.controlCall("getDrift", { model, version: options.version ?? "", windowS: 0 }, options.deadlineMs);
+  }
+
+  /**
+   * Any unary RPC of the control plane by its camelCase name, with this client's token, deadline and retries,
+   * e.g. `controlCall("listDeployments", {})`.
+   */
+  async controlCall<K extends ControlRpc>(rpc: K, request: ControlRequestOf<K>, deadlineMs?: number): Promise<ControlResponseOf<K>> {
+    const method = (this.controlStub[rpc] as unknown as UnaryMethod<ControlRequestOf<K>, ControlResponseOf<K>>)
+      .bind(this.controlStub);
+    return this.withRetries(method, request, deadlineMs);
+  }
+
   /** Closes the channels; calls in flight are cancelled. */
   close(): void {
     this.stub.close();
     this.healthStub.close();
+    this.controlStub.close();
   }
 
   private async withRetries<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, deadlineMs: number | undefined): Promise<Res> {

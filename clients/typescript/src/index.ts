@@ -9,9 +9,13 @@
  * The generated message types and stubs are under `infer-client/generated/*`.
  */
 export {
-  type ClientOptions, type HealthStatus, InferClient, type InferOptions, type InferResult, type ParamValue,
+  type CallDeadline, type ClientOptions, type ControlRpc, type DriftOptions, type GroundTruth, type HealthStatus,
+  InferClient, type InferOptions, type InferResult, type Label, type ModelPerformanceOptions, type ParamValue,
   type TlsOptions, type UnaryRpc,
 } from "./client";
+export type {
+  DriftReport, FeatureDrift, GroundTruthResponse, ModelPerformance, PerformancePoint,
+} from "./generated/control";
 export { codeName, InferError } from "./errors";
 export { asStrings, type Datatype, type NumericArray, type OutputTensor, type Tensor, type TensorData } from "./tensor";
 export { status } from "@grpc/grpc-js";

@@ -152,4 +152,53 @@ describe(`infer server at ${TARGET}`, () => {
     await rejectsWith(client.infer("forecast", { horizon: { data: Int32Array.of(12), shape: [1, 1] } }),
       status.INVALID_ARGUMENT, /history/);
   });
+
+  it("credits reported ground truth to a forecast and answers its online accuracy", async () => {
+    const length = 24 * 14;
+    const horizon = 24;
+    const id = `ts-sdk-truth-${Date.now()}-${Math.floor(Math.random() * 1e9)}`;
+    const result = await client.infer("forecast", {
+      history: { data: history(1, length), shape: [1, length] },
+      horizon: { data: Int32Array.of(horizon), shape: [1, 1] },
+    }, { id });
+    assert.equal(result.id, id);
+    const mean = numbers(result.outputs.mean);
+    assert.equal(mean.length, horizon);
+    // a count that does not match the prediction (1 x 24) is refused, naming values, and credits nothing
+    await rejectsWith(client.reportGroundTruth(id, { values: [1, 2, 3] }), status.INVALID_ARGUMENT, /values/);
+    const credited = await client.reportGroundTruth(id, { values: mean.map((m) => m + 1) });
+    assert.equal(credited.model, "forecast");
+    assert.ok(credited.version.length > 0);
+    assert.equal(credited.rows, 1);
+    // each prediction is credited once
+    await rejectsWith(client.reportGroundTruth(id, { values: mean }), status.NOT_FOUND, /request_id/);
+
+    const perf = await client.modelPerformance("forecast");
+    assert.equal(perf.model, "forecast");
+    assert.equal(perf.version, credited.version);
+    assert.equal(perf.kind, "regression");
+    assert.ok(perf.samples >= horizon, `samples ${perf.samples}`);
+    assert.ok(Number.isFinite(perf.mae) && perf.mae >= 0, `mae ${perf.mae}`);
+    assert.ok(Number.isFinite(perf.rmse) && perf.rmse >= perf.mae - 1e-9, `rmse ${perf.rmse}`);
+    assert.ok(Number.isNaN(perf.f1) && Number.isNaN(perf.accuracy), "classification figures are NaN");
+    assert.ok(perf.series.length >= 1);
+    const windowed = await client.modelPerformance("forecast", { version: credited.version, windowS: 3600 });
+    assert.ok(windowed.samples >= horizon && Number.isFinite(windowed.mae));
+  });
+
+  it("answers the forecast model's drift report", async () => {
+    const report = await client.drift("forecast");
+    assert.equal(report.model, "forecast");
+    assert.ok(report.version.length > 0);
+    assert.ok(report.evaluatedAt >= 0 && report.rows >= 0);
+    if (report.evaluatedAt === 0) assert.match(report.reason, /not evaluated/); // before enough live rows
+    assert.equal((await client.drift("forecast", { version: report.version })).version, report.version);
+  });
+
+  it("names what is wrong in model-quality calls", async () => {
+    await rejectsWith(client.reportGroundTruth("ts-sdk-never-sent", { values: [1] }), status.NOT_FOUND, /request_id/);
+    await rejectsWith(client.modelPerformance("no_such_model"), status.NOT_FOUND, /no_such_model/);
+    await rejectsWith(client.modelPerformance("forecast", { windowS: -1 }), status.INVALID_ARGUMENT, /window_s/);
+    await rejectsWith(client.drift("no_such_model"), status.NOT_FOUND, /no_such_model/);
+  });
 });

@@ -75,10 +75,15 @@ class Load:
         self._events: Any = None
         self._series: list[np.ndarray] = []
         self._i = 0
+        self._pos = 0
         if "anomaly" in models:
             from infer.tasks.anomaly import events as ev
+            from infer.tasks.anomaly.pipeline import BuildConfig
 
-            self._events = ev.generate(4096, seed=seed, anomaly_fraction=0.08)
+            # the held-out stream of the population the default model was trained on, sent in order (the
+            # models keep per-user rolling state): live traffic as the model should see it
+            c = BuildConfig()
+            self._events = ev.generate_split(c.n_train, c.n_validation, c.n_test, c.seed, n_users=c.n_users).test
         if "forecast" in models:
             from infer.tasks.forecast.data import synthetic_ops
 
@@ -97,8 +102,10 @@ class Load:
 
     def _anomaly(self) -> None:
         stream = self._events
-        size = int(self.rng.integers(1, 48))
-        a = int(self.rng.integers(0, stream.n - size))
+        size = int(self.rng.integers(4, 24))
+        if self._pos + size > stream.n:  # never wrap around: the models' rolling state would see time go back
+            return
+        a, self._pos = self._pos, self._pos + size
         rid = f"anomaly-{self._i}"
         cols = {k: v[a:a + size] for k, v in stream.events.items()}
         self.client.infer("anomaly", anomaly_inputs(cols), request_id=rid)

@@ -59,7 +59,8 @@ CONTEXT_ONLY = ("day_of_week", "log_seconds_since_user_last", "user_rate_per_hou
 DRIFT_IGNORED = ("timestamp", "user", "content_hash")
 DRIFT_CATEGORICAL = ("namespace", "file_type")
 DRIFT_UNSTEADY_FEATURES = ("hour_sin", "hour_cos", "weekend", "day_of_week", "user_hour_novelty",
-                           "user_file_type_novelty", "user_namespace_novelty", "user_namespace_entropy")
+                           "user_file_type_novelty", "user_namespace_novelty", "user_namespace_entropy",
+                           "log_seconds_since_hash_seen")  # hashes seen again grow with the state: PSI 14
 # rows per drift window: load, and with it concurrency and latency, follows the hour and the weekday, and a few
 # users dominate any half day; on anomaly-free streams after the default build's training, windows of 1000
 # events (half a day) were reported drifted 93% of the time, of 5000 20%, of 10000 (four to five days) never

@@ -208,6 +208,28 @@ parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 """
 
 
+def scrape_metrics(srv: ServerProcess) -> str:
+    """The text of the server's Prometheus ``/metrics``."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=10) as resp:
+        text: str = resp.read().decode()
+    return text
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The first sample ``name`` in a scrape whose labels include ``labels``, or None."""
+    import re
+
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0])) if "{" in line else {}
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def build_test_repository(repo: Path) -> Path:
     """The repository the integration tests serve: each model exercises a different path."""
     write_double(repo, versions=(1, 2), config=DOUBLE_CONFIG)

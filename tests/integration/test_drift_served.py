@@ -8,15 +8,13 @@ The false-positive rate of the test itself on unshifted windows is measured in t
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import ServerProcess, write_double
+from fixtures import ServerProcess, metric_value, scrape_metrics, write_double
 
 from infer.client import InferClient
 from infer.observability.drift import build_reference
@@ -51,19 +49,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield srv
 
 
-def _scrape(srv: ServerProcess) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=10) as resp:
-        return resp.read().decode()
 
 
-def _value(text: str, name: str, **labels: str) -> float | None:
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def _send(client: InferClient, rng: np.random.Generator, shift: float, requests: int = 10) -> None:
@@ -75,11 +62,11 @@ def _send(client: InferClient, rng: np.random.Generator, shift: float, requests:
 
 def _after_fresh_evaluations(srv: ServerProcess, timeout: float = 20.0) -> str:
     """The metrics once two evaluations ran after the traffic sent so far (the first may have begun before)."""
-    start = _value(_scrape(srv), "infer_drift_evaluations_total", model="watched") or 0.0
+    start = metric_value(scrape_metrics(srv), "infer_drift_evaluations_total", model="watched") or 0.0
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        text = _scrape(srv)
-        if (_value(text, "infer_drift_evaluations_total", model="watched") or 0.0) >= start + 2:
+        text = scrape_metrics(srv)
+        if (metric_value(text, "infer_drift_evaluations_total", model="watched") or 0.0) >= start + 2:
             return text
         time.sleep(0.1)
     raise AssertionError(f"no drift evaluation within {timeout}s:\n{srv.output()[-2000:]}")
@@ -87,7 +74,7 @@ def _after_fresh_evaluations(srv: ServerProcess, timeout: float = 20.0) -> str:
 
 def _state(text: str) -> str:
     for state in ("ACTIVE", "DEGRADED"):
-        if _value(text, "infer_model_state", model="watched", state=state) == 1.0:
+        if metric_value(text, "infer_model_state", model="watched", state=state) == 1.0:
             return state
     return "?"
 
@@ -97,19 +84,19 @@ def test_drift_detected_on_the_shifted_feature_only_and_cleared(server: ServerPr
     with InferClient(server.address, timeout=30) as client:
         _send(client, rng, 0.0)
         text = _after_fresh_evaluations(server)
-        assert _value(text, "infer_drift_detected", model="watched") == 0.0
-        assert _value(text, "infer_drift_window_rows", model="watched") == 400.0
+        assert metric_value(text, "infer_drift_detected", model="watched") == 0.0
+        assert metric_value(text, "infer_drift_window_rows", model="watched") == 400.0
         assert _state(text) == "ACTIVE"
         report = client.drift("watched")
         assert not report.drifted and report.rows == 400 and len(report.features) == 4
 
         _send(client, rng, 1.0)  # one standard deviation on the third column
         text = _after_fresh_evaluations(server)
-        assert _value(text, "infer_drift_detected", model="watched") == 1.0
+        assert metric_value(text, "infer_drift_detected", model="watched") == 1.0
         drifted = sorted(f.feature for f in client.drift("watched").features if f.drifted)
         assert len(drifted) == 1 and "2" in drifted[0], drifted
-        assert _value(text, "infer_drift_feature_drifted", model="watched", feature=drifted[0]) == 1.0
-        psi = _value(text, "infer_drift_statistic", model="watched", feature=drifted[0], statistic="psi")
+        assert metric_value(text, "infer_drift_feature_drifted", model="watched", feature=drifted[0]) == 1.0
+        psi = metric_value(text, "infer_drift_statistic", model="watched", feature=drifted[0], statistic="psi")
         assert psi is not None and psi > 0.2
         assert _state(text) == "DEGRADED"
         report = client.drift("watched")
@@ -117,6 +104,6 @@ def test_drift_detected_on_the_shifted_feature_only_and_cleared(server: ServerPr
 
         _send(client, rng, 0.0)
         text = _after_fresh_evaluations(server)
-        assert _value(text, "infer_drift_detected", model="watched") == 0.0
+        assert metric_value(text, "infer_drift_detected", model="watched") == 0.0
         assert _state(text) == "ACTIVE"
     assert "data drift" in server.output()

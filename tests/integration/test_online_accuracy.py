@@ -10,8 +10,6 @@ MAE and RMSE); ``plain`` tracks nothing.
 from __future__ import annotations
 
 import math
-import re
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ import grpc
 import numpy as np
 import onnx
 import pytest
-from fixtures import ServerProcess, write_dense, write_double
+from fixtures import ServerProcess, metric_value, scrape_metrics, write_dense, write_double
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.metrics import mean_absolute_error, mean_squared_error, precision_recall_fscore_support
 
@@ -67,19 +65,8 @@ def client(server: ServerProcess) -> Iterator[InferClient]:
         yield c
 
 
-def _scrape(srv: ServerProcess) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=10) as resp:
-        return resp.read().decode()
 
 
-def _value(text: str, name: str, **labels: str) -> float | None:
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0])) if "{" in line else {}
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def _check_classification(got: Any, truth: list[str], pred: list[str], average: str, pos: str = "") -> None:
@@ -109,13 +96,14 @@ def test_multiclass_macro_matches_sklearn(server: ServerProcess, client: InferCl
     _check_classification(client.model_performance("acc_multi", "1", window_s=300), truth, pred, "macro")
     assert got.series and all(0.0 <= point.value <= 1.0 and point.t > 0 for point in got.series)
 
-    text = _scrape(server)
-    assert _value(text, "infer_ground_truth_reports_total", model="acc_multi", version="1") == 20
+    text = scrape_metrics(server)
+    assert metric_value(text, "infer_ground_truth_reports_total", model="acc_multi", version="1") == 20
     for metric in ("accuracy", "precision", "recall", "f1"):
         for window in ("5m", "1h", "all"):
-            value = _value(text, "infer_online_metric", model="acc_multi", version="1", metric=metric, window=window)
+            value = metric_value(text, "infer_online_metric", model="acc_multi", version="1", metric=metric,
+                                 window=window)
             assert value == pytest.approx(getattr(got, metric)), (metric, window)
-    assert _value(text, "infer_online_metric", model="acc_multi", metric="mae") is None
+    assert metric_value(text, "infer_online_metric", model="acc_multi", metric="mae") is None
 
 
 def test_binary_probability_column_with_named_classes(server: ServerProcess, client: InferClient) -> None:
@@ -132,9 +120,9 @@ def test_binary_probability_column_with_named_classes(server: ServerProcess, cli
         truth += t.tolist()
         pred += p.tolist()
     _check_classification(client.model_performance("acc_binary"), truth, pred, "binary", "pos")
-    text = _scrape(server)
+    text = scrape_metrics(server)
     f1 = precision_recall_fscore_support(truth, pred, average="binary", pos_label="pos")[2]
-    assert _value(text, "infer_online_metric", model="acc_binary", metric="f1", window="all") == pytest.approx(f1)
+    assert metric_value(text, "infer_online_metric", model="acc_binary", metric="f1", window="all") == pytest.approx(f1)
 
 
 def test_regression_mae_rmse(server: ServerProcess, client: InferClient) -> None:
@@ -153,19 +141,20 @@ def test_regression_mae_rmse(server: ServerProcess, client: InferClient) -> None
     assert got.mae == pytest.approx(mean_absolute_error(a_all, y_all))
     assert got.rmse == pytest.approx(math.sqrt(mean_squared_error(a_all, y_all)))
     assert math.isnan(got.f1) and math.isnan(got.accuracy)
-    text = _scrape(server)
-    assert _value(text, "infer_online_metric", model="acc_reg", metric="mae", window="all") == pytest.approx(got.mae)
-    assert _value(text, "infer_online_metric", model="acc_reg", metric="rmse", window="5m") == pytest.approx(got.rmse)
+    text = scrape_metrics(server)
+    mae = metric_value(text, "infer_online_metric", model="acc_reg", metric="mae", window="all")
+    rmse = metric_value(text, "infer_online_metric", model="acc_reg", metric="rmse", window="5m")
+    assert (mae, rmse) == pytest.approx((got.mae, got.rmse))
 
 
 def test_bad_reports_and_queries_are_named(server: ServerProcess, client: InferClient) -> None:
-    before = _value(_scrape(server), "infer_ground_truth_unmatched_total") or 0.0
+    before = metric_value(scrape_metrics(server), "infer_ground_truth_unmatched_total") or 0.0
     with pytest.raises(NotFound, match="request_id"):
         client.report_ground_truth("never-sent", labels=["1"])
     client.infer("plain", {"x": np.ones((2, 4), np.float32)}, request_id="plain-1")
     with pytest.raises(NotFound, match="request_id"):
         client.report_ground_truth("plain-1", values=[1.0] * 8)  # answered by a model that tracks nothing
-    assert (_value(_scrape(server), "infer_ground_truth_unmatched_total") or 0.0) >= before + 2
+    assert (metric_value(scrape_metrics(server), "infer_ground_truth_unmatched_total") or 0.0) >= before + 2
 
     client.infer("acc_multi", {"x": np.ones((2, 64), np.float32)}, request_id="multi-bad")
     with pytest.raises(InvalidArgument, match="labels"):

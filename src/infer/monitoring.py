@@ -13,7 +13,6 @@ import importlib
 import logging
 import sys
 import time
-from dataclasses import replace
 from typing import Any
 
 from infer.controlplane.service import ControlPlane
@@ -23,24 +22,17 @@ from infer.observability.dashboard import Dashboard, DashboardSources
 from infer.observability.drift import DriftReport
 from infer.observability.gpu import gpu_families
 from infer.observability.metrics import Metrics
-from infer.observability.watch import ModelWatch
+from infer.observability.watch import ModelWatch, family_of
 from infer.observability.windows import Windows
 from infer.registry.lifecycle import ModelState
 from infer.registry.registry import LoadedVersion, ModelRegistry
 from infer.routing.experiment import VariantStats, compare
+from infer.routing.policies import Variant
+from infer.routing.router import canary_percent
 
 __all__ = ["Monitoring"]
 
 log = logging.getLogger(__name__)
-
-
-def _family(lv: LoadedVersion) -> str:
-    names = set(lv.output_names)
-    if {"score", "severity"} <= names:
-        return "anomaly"
-    if {"mean", "lower", "upper"} <= names:
-        return "forecast"
-    return lv.config.parameter("infer.family", "")
 
 
 class Monitoring:
@@ -69,7 +61,8 @@ class Monitoring:
     async def version_ready(self, lv: LoadedVersion) -> None:
         params = {k: lv.config.parameter(k) for k in lv.config.parameters}
         directory = self.registry.repository.version_dir(lv.name, lv.version)
-        self.watch.attach(lv.name, str(lv.version), params, directory, lv.output_names)
+        w = self.watch.attach(lv.name, str(lv.version), params, directory, lv.output_names)
+        lv.watched = w if w.observed else None
         m = self.metrics.version(lv.name, str(lv.version))
         m.max_batch_size = lv.config.max_batch_size
         m.memory_bytes = lv.memory_bytes
@@ -147,7 +140,7 @@ class Monitoring:
                 "state": lv.state.value if lv is not None else e.state, "reason": e.reason,
                 "platform": (lv.config.platform or lv.config.backend) if lv is not None else "",
                 "max_batch_size": lv.config.max_batch_size if lv is not None else 0,
-                "family": _family(lv) if lv is not None else "",
+                "family": family_of(lv.output_names) if lv is not None else "",
             })
         return rows
 
@@ -155,24 +148,14 @@ class Monitoring:
         router = self.control.router
         out = []
         for dep in router.all():
-            stats = router.variant_stats.get(dep.name, {})
-            variants = (dep.canary.variants() if dep.canary else dep.variants)
-            rows: list[tuple[Any, float, VariantStats]] = [
-                (v.target, v.weight, replace(stats.get(v.target, VariantStats()))) for v in variants]
-            comparison = None
-            if len(rows) >= 2 and "scipy.stats" in sys.modules:  # compared once scipy is in (imported off the loop)
-                c = compare(rows[0][2], rows[1][2])
-                comparison = {"metric": c.metric, "difference": c.difference, "ci95_low": c.ci95_low,
-                              "ci95_high": c.ci95_high, "p_value": c.p_value}
-            canary = None
-            if dep.canary is not None:
-                c2 = dep.canary
-                canary = {"stage": c2.stage, "percent": _canary_percent(c2), "status": c2.status, "reason": c2.reason,
-                          "stages": [p for p, _ in c2.stages]}
+            rows = router.variant_stats_of(dep, dep.canary.variants() if dep.canary else dep.variants)
             shadow = router.shadow_stats.get(dep.name)
             out.append({
                 "name": dep.name, "kind": "canary" if dep.canary else ("ab" if len(rows) > 1 else "single"),
-                "variants": [_variant(t, w, s) for t, w, s in rows], "comparison": comparison, "canary": canary,
+                "variants": [_variant(v, s) for v, s in rows], "comparison": _comparison(rows),
+                "canary": None if dep.canary is None else {
+                    "stage": dep.canary.stage, "percent": canary_percent(dep.canary), "status": dep.canary.status,
+                    "reason": dep.canary.reason, "stages": [p for p, _ in dep.canary.stages]},
                 "shadow": None if shadow is None else {
                     "target": dep.shadow.label() if dep.shadow else "", "compared": shadow.compared,
                     "matched": shadow.matched, "mismatched": shadow.mismatched, "errors": shadow.errors},
@@ -181,14 +164,16 @@ class Monitoring:
         return out
 
 
-def _canary_percent(c: Any) -> float:
-    if c.status == "PROMOTED":
-        return 100.0
-    return 0.0 if c.status == "ROLLED_BACK" else float(c.stages[c.stage][0])
+def _comparison(rows: list[tuple[Variant, VariantStats]]) -> dict[str, Any] | None:
+    """The first two variants compared, once scipy is in (imported off the loop at start)."""
+    if len(rows) < 2 or "scipy.stats" not in sys.modules:
+        return None
+    c = compare(rows[0][1], rows[1][1])
+    return {"metric": c.metric, "difference": c.difference, "ci95_low": c.ci95_low, "ci95_high": c.ci95_high,
+            "p_value": c.p_value}
 
 
-def _variant(target: Any, weight: float, s: VariantStats) -> dict[str, Any]:
-    return {"target": target.label(), "weight": weight, "requests": s.requests, "errors": s.errors,
+def _variant(v: Variant, s: VariantStats) -> dict[str, Any]:
+    return {"target": v.target.label(), "weight": v.weight, "requests": s.requests, "errors": s.errors,
             "error_rate": s.error_rate, "mean_latency_ms": (s.latency_s / max(1, s.requests - s.errors)) * 1e3,
             "outcomes": s.outcomes, "outcome_mean": s.outcome_mean if s.outcomes else None}
-

@@ -53,7 +53,7 @@ def test_drift_is_evaluated_when_due_and_the_listener_hears_changes(tmp_path: Pa
     w = watch.attach("m", "1", params, _reference_dir(tmp_path, rng), ["y"])
     assert w.drift is not None and w.accuracy is None and w.family == ""
     for _ in range(6):
-        watch.observe("m", "1", "", {"x": rng.standard_normal((100, 3)).astype(np.float32)}, {"y": np.zeros(100)})
+        watch.observe(w, "", {"x": rng.standard_normal((100, 3)).astype(np.float32)}, {"y": np.zeros(100)})
     asyncio.run(watch.evaluate_due())
     assert w.report is None  # not due yet
     clock.t += 5
@@ -62,7 +62,7 @@ def test_drift_is_evaluated_when_due_and_the_listener_hears_changes(tmp_path: Pa
     for _ in range(6):
         x = rng.standard_normal((100, 3)).astype(np.float32)
         x[:, 1] += 1.5
-        watch.observe("m", "1", "", {"x": x}, {"y": np.zeros(100)})
+        watch.observe(w, "", {"x": x}, {"y": np.zeros(100)})
     clock.t += 5
     asyncio.run(watch.evaluate_due())
     assert heard == [("m", "1", True, True)]
@@ -89,7 +89,7 @@ def test_a_bad_reference_is_reported_not_fatal(tmp_path: Path) -> None:
         watch.drift_report("m")
     with pytest.raises(Exception, match="outside the model"):
         from infer.observability.watch import _reference_path
-        _reference_path({"infer.drift.reference": "../../../etc/passwd"}, d)
+        _reference_path("../../../etc/passwd", d)
 
 
 def test_anomaly_timeline_keeps_flagged_rows_only() -> None:
@@ -101,13 +101,13 @@ def test_anomaly_timeline_keeps_flagged_rows_only() -> None:
                "is_anomalous": np.array([[False], [True], [False]]),
                "severity": np.array([[b"NONE"], [b"CRITICAL"], [b"LOW"]], object),
                "anomaly_type": np.array([[b""], [b"exfiltration"], [b"burst"]], object)}
-    watch.observe("anomaly", "1", "r1", {}, outputs)
+    watch.observe(w, "r1", {}, outputs)
     events = watch.anomalies()
     assert [(e["severity"], e["type"], round(e["score"], 2)) for e in events] == [
         ("CRITICAL", "exfiltration", 0.97), ("LOW", "burst", 0.5)]
     assert all(e["t"] == clock.t and e["model"] == "anomaly" for e in events)
     # an ensemble step's answer is the ensemble's: not in the timeline, not remembered for ground truth
-    watch.observe("anomaly", "1", "r2", {}, outputs, step=True)
+    watch.observe(w, "r2", {}, outputs, step=True)
     assert len(watch.anomalies()) == 2
     with pytest.raises(NotFound, match="request_id 'r2'"):
         watch.report_truth("r2", ["true", "false", "false"], None)
@@ -119,13 +119,13 @@ def test_anomaly_timeline_keeps_flagged_rows_only() -> None:
 
 def test_forecasts_are_kept_with_their_actuals() -> None:
     watch = ModelWatch(Clock())
-    watch.attach("forecast", "2", {}, None, FORECAST_OUTPUTS)
+    w = watch.attach("forecast", "2", {}, None, FORECAST_OUTPUTS)
     history = np.arange(200, dtype=np.float32)[None, :]
     mean = np.array([[1.0, 2.0, 3.0]], np.float32)
     lower = np.array([[[0.5, 1.5, 2.5], [0.0, 1.0, 2.0]]], np.float32)  # levels 80, 95
     upper = lower + 3
-    watch.observe("forecast", "2", "f1", {"history": history}, {"mean": mean, "lower": lower, "upper": upper})
-    watch.observe("forecast", "2", "", {"history": history}, {"mean": mean, "lower": lower, "upper": upper})
+    watch.observe(w, "f1", {"history": history}, {"mean": mean, "lower": lower, "upper": upper})
+    watch.observe(w, "", {"history": history}, {"mean": mean, "lower": lower, "upper": upper})
     [f] = watch.forecasts()  # requests without an id cannot get actuals: not kept
     assert f["lower"] == [0.0, 1.0, 2.0] and f["upper"] == [3.0, 4.0, 5.0] and f["actual"] is None
     assert len(f["history"]) == 96 and f["history"][-1] == 199.0
@@ -136,7 +136,8 @@ def test_forecasts_are_kept_with_their_actuals() -> None:
 
 def test_accuracy_needs_asking_and_bad_parameters_do_not_stop_serving() -> None:
     watch = ModelWatch()
-    watch.attach("plain", "1", {}, None, ["y"])
+    plain = watch.attach("plain", "1", {}, None, ["y"])
+    assert not plain.observed  # nothing to watch: the data plane never calls observe for it
     with pytest.raises(FailedPrecondition, match=r"infer\.accuracy\.kind"):
         watch.performance("plain")
     w = watch.attach("bad", "1", {"infer.accuracy.kind": "astrology"}, None, ["y"])

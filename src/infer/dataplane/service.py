@@ -17,7 +17,7 @@ from infer.core.types import DataType, InferRequest, InferResponse, Tensor, Tens
 from infer.dataplane.cache import ResponseCache, cache_key
 from infer.dataplane.validate import reserved_parameters, validate_inputs, validate_outputs
 from infer.errors import DeadlineExceeded, InferError, InvalidArgument, ModelExecutionError, NotFound, Unavailable
-from infer.observability.alerts import AlertManager, alerts_from_response
+from infer.observability.alerts import AlertManager, alerts_from_response, flagged_rows
 from infer.observability.watch import ModelWatch
 from infer.registry.lifecycle import ModelState
 from infer.registry.registry import IndexEntry, LoadedVersion, ModelRegistry
@@ -33,7 +33,6 @@ Array = npt.NDArray[np.generic]
 MAX_DEFAULT_ROWS = 65536
 MAX_DEFAULT_ELEMENTS = 1 << 22  # values a default answer is repeated to (rows times values a row): 32 MiB of FP64
 _MAX_VERSION_DIGITS = 18  # every version that fits an int64
-QUIET_SEVERITIES = np.array([b"NONE", b"", "NONE", ""], object)  # ONNX STRING outputs are str, kernels' bytes
 
 
 def _version(name: str, version: str) -> str:
@@ -159,7 +158,7 @@ class DataPlane:
         if not {"score", "anomaly_type", "top_features"} <= outputs.keys():
             return
         severity = outputs["severity"].reshape(-1)
-        if np.all(np.isin(severity, QUIET_SEVERITIES)):
+        if not len(flagged_rows(severity)):
             return  # the usual case: nothing to alert, no user names decoded
         rows = len(severity)
         events = {t.name: t.data for t in request.inputs if len(t.data) == rows}
@@ -272,8 +271,8 @@ class DataPlane:
                     ns = time.perf_counter_ns() - t0
                     lv.stats.cache_hit.add(ns)
                     lv.stats.success.add(ns)
-                    if self.watch is not None:
-                        self.watch.observe(lv.name, str(lv.version), request.id, inputs, hit, step)
+                    if lv.watched is not None and self.watch is not None:
+                        self.watch.observe(lv.watched, request.id, inputs, hit, step)
                     return self._response(lv, request, hit)
             if lv.runtime.composite:
                 fut = None
@@ -300,8 +299,8 @@ class DataPlane:
             t1 = time.perf_counter_ns()
             cache.put(key, lv.serial, outputs, float(lv.config.parameter("infer.cache_ttl_s", "60")))
             lv.stats.cache_miss.add(time.perf_counter_ns() - t1)
-        if self.watch is not None:
-            self.watch.observe(lv.name, str(lv.version), request.id, inputs, outputs, step)
+        if lv.watched is not None and self.watch is not None:
+            self.watch.observe(lv.watched, request.id, inputs, outputs, step)
         return self._response(lv, request, outputs)
 
     async def _run_ensemble(

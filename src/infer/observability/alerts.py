@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import aiohttp
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infer.errors import InvalidArgument
@@ -46,6 +47,7 @@ __all__ = [
     "SinkStats",
     "alerts_from_response",
     "build_payload",
+    "flagged_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -521,6 +523,16 @@ def _text(v: Any) -> str:
 _ANOMALY_OUTPUTS = ("score", "severity", "anomaly_type", "top_features")
 
 
+def flagged_rows(severity: npt.NDArray[Any]) -> npt.NDArray[np.intp]:
+    """Indices of the rows (flattened) whose severity is neither NONE nor empty. Kernel programs answer bytes, ONNX
+    STRING outputs str: compared with the matching pair, as one vectorised comparison each."""
+    sev = severity.reshape(-1)
+    if not sev.size:
+        return np.zeros(0, np.intp)
+    none, empty = (b"NONE", b"") if isinstance(sev[0], bytes | np.bytes_) else ("NONE", "")
+    return np.flatnonzero((sev != none) & (sev != empty))
+
+
 def alerts_from_response(model: str, version: str, outputs: Mapping[str, np.ndarray], request_id: str,
                          series_keys: list[str] | None = None, *, at: float | None = None,
                          events: Mapping[str, np.ndarray] | None = None) -> list[Alert]:
@@ -540,8 +552,7 @@ def alerts_from_response(model: str, version: str, outputs: Mapping[str, np.ndar
         raise InvalidArgument(f"alerts from {model}: {len(series_keys)} series keys for {n} rows")
     if n == 0:
         return []
-    none, empty = (b"NONE", b"") if isinstance(sev[0], bytes | np.bytes_) else ("NONE", "")  # bytes vs str: slow
-    rows = np.flatnonzero((sev != none) & (sev != empty))
+    rows = flagged_rows(sev)
     if rows.size == 0:
         return []
     score = np.asarray(outputs["score"], np.float64).reshape(n, -1)[rows, 0]

@@ -34,9 +34,10 @@ from prometheus_client.registry import Collector
 
 from infer.errors import FailedPrecondition, InferError, NotFound
 from infer.observability.accuracy import AccuracyConfig, AccuracyTracker, PredictionIndex
+from infer.observability.alerts import flagged_rows
 from infer.observability.drift import REFERENCE_FILE, DriftMonitor, DriftReference, DriftReport, DriftSettings
 
-__all__ = ["ModelWatch", "WatchedVersion"]
+__all__ = ["ModelWatch", "WatchedVersion", "family_of"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ TIMELINE_EVENTS = 5000  # anomaly events (LOW and above) kept for the dashboard
 FORECASTS_KEPT = 40  # latest forecasts per version kept for the dashboard
 HISTORY_TAIL = 96  # history values kept with each forecast
 ACCURACY_WINDOWS = (("5m", 300.0), ("1h", 3600.0), ("all", 0.0))
-_QUIET = np.array([b"NONE", b"", "NONE", ""], object)  # ONNX STRING outputs come as str, kernels' as bytes
 DriftListener = Callable[[str, str, DriftReport, bool], None]  # name, version, report, degrade asked
 
 
@@ -66,8 +66,14 @@ class WatchedVersion:
     truth_reports: int = 0
     forecasts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=FORECASTS_KEPT))
 
+    @property
+    def observed(self) -> bool:
+        """Whether its answers need :meth:`ModelWatch.observe` at all."""
+        return self.drift is not None or self.accuracy is not None or bool(self.family)
 
-def _family(output_names: Sequence[str]) -> str:
+
+def family_of(output_names: Sequence[str]) -> str:
+    """``anomaly`` or ``forecast`` when the outputs are those of the family's models, else ``''``."""
     names = set(output_names)
     if {"score", "severity"} <= names:
         return "anomaly"
@@ -76,10 +82,9 @@ def _family(output_names: Sequence[str]) -> str:
     return ""
 
 
-def _reference_path(params: Mapping[str, str], directory: Path | None) -> Path | None:
+def _reference_path(given: str, directory: Path | None) -> Path | None:
     if directory is None:
         return None
-    given = params.get("infer.drift.reference", "")
     if given:
         path = (directory / given).resolve()
         root = directory.parent.resolve()
@@ -105,12 +110,13 @@ class ModelWatch:
 
     def attach(self, name: str, version: str, params: Mapping[str, str], directory: Path | None,
                output_names: Sequence[str]) -> WatchedVersion:
-        """Start watching a version that became ready; a bad drift reference is reported, not fatal."""
-        w = WatchedVersion(name, version, _family(output_names))
+        """Start watching a version that became ready; a bad drift reference is reported, not fatal. Its answers
+        need :meth:`observe` only when the returned version is ``observed``."""
+        w = WatchedVersion(name, version, family_of(output_names))
         try:
-            path = _reference_path(params, directory)
+            settings = DriftSettings.from_params(params)
+            path = _reference_path(settings.reference, directory)
             if path is not None:
-                settings = DriftSettings.from_params(params)
                 w.drift = DriftMonitor(DriftReference.load(path), window_rows=settings.window,
                                        min_rows=settings.min_rows, alpha=settings.alpha,
                                        psi_threshold=settings.psi)
@@ -138,20 +144,17 @@ class ModelWatch:
 
     # ---- the hot path -------------------------------------------------------------------
 
-    def observe(self, name: str, version: str, request_id: str, inputs: Mapping[str, Array],
+    def observe(self, w: WatchedVersion, request_id: str, inputs: Mapping[str, Array],
                 outputs: Mapping[str, Array], step: bool = False) -> None:
-        """One answered request. ``step``: a step of an ensemble, whose answer is the ensemble's to keep (only
-        the step's drift is watched)."""
-        w = self._versions.get((name, version))
-        if w is None:
-            return
+        """One answered request of ``w`` (what :meth:`attach` returned). ``step``: a step of an ensemble, whose
+        answer is the ensemble's to keep (only the step's drift is watched)."""
         if w.drift is not None:
             w.drift.observe(inputs)
         if step:
             return
         if w.accuracy is not None and request_id:
             w.accuracy.remember(request_id, dict(outputs))
-            self._index.put(request_id, (name, version))
+            self._index.put(request_id, (w.name, w.version))
         if w.family == "anomaly":
             self._anomalies(w, outputs)
         elif w.family == "forecast" and request_id and "mean" in outputs:
@@ -163,7 +166,7 @@ class ModelWatch:
         if severity is None or score is None:
             return
         sev = severity.reshape(-1)
-        flagged = np.flatnonzero(~np.isin(sev, _QUIET))
+        flagged = flagged_rows(sev)
         if not len(flagged):
             return
         kinds = outputs.get("anomaly_type")
@@ -237,10 +240,7 @@ class ModelWatch:
         if w.drift is None:
             why = w.drift_error or f"no {REFERENCE_FILE} beside the model"
             raise FailedPrecondition(f"model '{model[:200]}' version {w.version} has no drift detection: {why}")
-        body: dict[str, Any] = {"drifted": False, "at": None, "rows": 0, "features": [], "reason": "not evaluated yet"}
-        if w.report is not None:
-            body = w.report.to_dict()
-        return {"model": w.name, "version": w.version, **body}
+        return _drift_body(w)
 
     # ---- periodic evaluation ------------------------------------------------------------
 
@@ -280,7 +280,7 @@ class ModelWatch:
         return [f for w in self._versions.values() for f in w.forecasts]
 
     def drift(self) -> list[dict[str, Any]]:
-        return [self.drift_report(w.name, w.version) for w in self._versions.values() if w.drift is not None]
+        return [_drift_body(w) for w in self._versions.values() if w.drift is not None]
 
     def accuracy(self) -> list[dict[str, Any]]:
         return [{"model": w.name, "version": w.version, **w.accuracy.summary(3600.0)}
@@ -288,6 +288,13 @@ class ModelWatch:
 
     def register(self, registry: CollectorRegistry) -> None:
         registry.register(_WatchCollector(self))
+
+
+def _drift_body(w: WatchedVersion) -> dict[str, Any]:
+    body: dict[str, Any] = {"drifted": False, "at": None, "rows": 0, "features": [], "reason": "not evaluated yet"}
+    if w.report is not None:
+        body = w.report.to_dict()
+    return {"model": w.name, "version": w.version, **body}
 
 
 class _WatchCollector(Collector):

@@ -21,6 +21,7 @@ from infer.config.model import ModelConfig
 from infer.core.stats import VersionStats
 from infer.core.types import DataType, TensorSpec
 from infer.errors import InferError, ModelConfigError, NotFound, Unavailable
+from infer.observability.watch import WatchedVersion
 from infer.observability.windows import rss_bytes
 from infer.registry.complete import complete_config, served_specs
 from infer.registry.lifecycle import ModelState, VersionLifecycle
@@ -47,6 +48,7 @@ class LoadedVersion:
     warmup_s: float = 0.0  # best batch-1 time seen at warm-up (seeds the scheduler's latency curve)
     memory_bytes: int = 0  # process RSS growth across the load (approximate when loads overlap)
     drift_hold: str = ""  # why the version stays DEGRADED while its inputs drift (set by the monitoring)
+    watched: WatchedVersion | None = None  # set when the monitoring must see its answers
     serial: int = field(default_factory=lambda: next(_SERIALS))  # unique per load, never reused
     input_specs: dict[str, TensorSpec] = field(init=False)  # by name, for checking requests
     output_specs: dict[str, TensorSpec] = field(init=False)  # by name, for building responses

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -15,11 +15,11 @@ from infer.core.types import InferRequest
 from infer.errors import NotFound
 from infer.observability.metrics import DeploymentFigures, LinkFigures
 from infer.routing.experiment import VariantStats
-from infer.routing.policies import Canary, Deployment, Target, plan
+from infer.routing.policies import Canary, Deployment, Target, Variant, plan
 
 Array = npt.NDArray[np.generic]
 
-__all__ = ["CanaryWindow", "LinkStats", "Router", "ShadowStats"]
+__all__ = ["CanaryWindow", "LinkStats", "Router", "ShadowStats", "canary_percent"]
 
 MAX_SHADOWS_IN_FLIGHT = 256
 MAX_ASSIGNMENTS = 100_000  # request ids remembered for outcome reports
@@ -180,10 +180,15 @@ class Router:
             out.append(DeploymentFigures(
                 dep.name, links, self.default_answers.get(dep.name, 0), shadow,
                 canary_stage=-1 if c is None else c.stage,
-                canary_percent=0.0 if c is None else _canary_percent(c),
+                canary_percent=0.0 if c is None else canary_percent(c),
                 canary_status="" if c is None else c.status,
             ))
         return out
+
+    def variant_stats_of(self, dep: Deployment, variants: Sequence[Variant]) -> list[tuple[Variant, VariantStats]]:
+        """Each variant with a copy of its A/B statistics (zeros before its first request), in the given order."""
+        stats = self.variant_stats.get(dep.name, {})
+        return [(v, replace(stats.get(v.target, VariantStats()))) for v in variants]
 
     def report_outcome(self, request_id: str, value: float) -> tuple[str, Target]:
         """Credit an outcome to the variant that answered ``request_id``."""
@@ -211,7 +216,8 @@ class Router:
         return dep, plan(dep, None if raw is None else str(raw), self._rng)
 
 
-def _canary_percent(c: Canary) -> float:
+def canary_percent(c: Canary) -> float:
+    """The share of traffic a canary gets now."""
     if c.status == "PROMOTED":
         return 100.0
     return 0.0 if c.status == "ROLLED_BACK" else c.stages[c.stage][0]

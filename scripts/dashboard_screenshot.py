@@ -15,12 +15,8 @@ Needs ``playwright`` (the dev extra) and a Chromium binary; the browser never do
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,27 +25,13 @@ import numpy as np
 
 from infer.client import InferClient, InferClientError, ab_test
 from infer.client._tasks import anomaly_inputs, forecast_inputs
+from infer.config.server import infer_home
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from fixtures import ServerProcess  # noqa: E402  (the tests' server process: loopback, ephemeral ports)
+
 HORIZON = 24
-
-
-def start_server(repository: Path | None, workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
-    ports = workdir / "ports.json"
-    cmd = [sys.executable, "-m", "infer.cli", "serve", "--host", "127.0.0.1", "--grpc-port", "0",
-           "--metrics-port", "0", "--port-file", str(ports)]
-    if repository is not None:
-        cmd += ["--model-repository", str(repository)]
-    log = (workdir / "serve.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    end = time.monotonic() + 1800  # building the default repository on first use takes minutes
-    while not ports.exists():
-        if proc.poll() is not None or time.monotonic() > end:
-            proc.kill()
-            sys.exit(f"server did not start; see {workdir / 'serve.log'}:\n"
-                     + (workdir / "serve.log").read_text()[-3000:])
-        time.sleep(0.2)
-    return proc, json.loads(ports.read_text())
 
 
 def _ready_models(client: InferClient) -> set[str]:
@@ -135,7 +117,7 @@ class Load:
             print(f"warning: {e}", file=sys.stderr)
 
 
-def screenshot(url: str, out: Path, chromium: str, settle_s: float) -> None:
+def screenshot(url: str, out: Path, chromium: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -146,7 +128,8 @@ def screenshot(url: str, out: Path, chromium: str, settle_s: float) -> None:
             page.wait_for_function("() => window.__dashboard && window.__dashboard.updates >= 2", timeout=30_000)
             page.wait_for_function("() => document.getElementById('chart-latency').dataset.ready === '1'",
                                    timeout=30_000)
-            time.sleep(settle_s)
+            updates = page.evaluate("() => window.__dashboard.updates")
+            page.wait_for_function("(n) => window.__dashboard.updates > n", arg=updates, timeout=30_000)
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out))
         finally:
@@ -160,25 +143,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "dashboard.png")
     p.add_argument("--chromium", default=os.environ.get("INFER_CHROMIUM", "/usr/bin/chromium"))
     a = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="infer-dashboard-") as tmp:
-        proc, ports = start_server(a.repository, Path(tmp))
-        try:
-            with InferClient(f"127.0.0.1:{ports['grpc']}", timeout=60) as client:
-                client.wait_ready(timeout=600)
-                models = _ready_models(client)
-                load = Load(client, models, _deployment(client, models))
-                end = time.monotonic() + a.seconds
-                while time.monotonic() < end:
-                    load.step()
-                    time.sleep(0.02)
-                print(f"sent {load.sent} requests to {', '.join(sorted(models))}")
-                screenshot(f"http://127.0.0.1:{ports['metrics']}/dashboard", a.out, a.chromium, settle_s=2.5)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    # the user's INFER_HOME (not a private one): the default repository is built there once and then reused
+    srv = ServerProcess(a.repository, env={"INFER_HOME": str(infer_home())})
+    try:
+        srv.wait_ready(timeout=1800)  # building the default repository on first use takes minutes
+        with InferClient(srv.address, timeout=60) as client:
+            client.wait_ready(timeout=600)
+            models = _ready_models(client)
+            load = Load(client, models, _deployment(client, models))
+            end = time.monotonic() + a.seconds
+            while time.monotonic() < end:
+                load.step()
+                time.sleep(0.02)
+            print(f"sent {load.sent} requests to {', '.join(sorted(models))}")
+            screenshot(f"http://127.0.0.1:{srv.metrics_port}/dashboard", a.out, a.chromium)
+    finally:
+        srv.stop()
     print(f"saved {a.out}")
     return 0
 

@@ -11,6 +11,7 @@ Without Chromium or Playwright the browser test is skipped, unless ``INFER_REQUI
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -22,17 +23,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from fixtures import ROOT, ServerProcess, write_double
 from onnx import TensorProto, helper, numpy_helper
+from prometheus_client import CollectorRegistry
 
 from infer.client import InferClient, ab_test
+from infer.observability.dashboard import SEVERITIES, Dashboard, DashboardSources
 from infer.observability.drift import build_reference
+from infer.observability.http import MetricsServer
 
 CHROMIUM = os.environ.get("INFER_CHROMIUM", "/usr/bin/chromium")
 THRESHOLDS = (0.25, 0.5, 0.75, 0.9)
-SEVERITIES = ("NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 HORIZON = 8
 
 SENTINEL_CONFIG = """
@@ -160,15 +164,36 @@ def test_stream_sends_snapshots_as_server_sent_events(server: ServerProcess) -> 
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.headers["Content-Type"] == "text/event-stream"
         events: list[dict[str, Any]] = []
-        started = time.monotonic()
         while len(events) < 2:
             line = resp.readline().decode()
             if line.startswith("data: "):
                 events.append(json.loads(line[6:]))
-        took = time.monotonic() - started
-    assert events[1]["server_time"] > events[0]["server_time"] and 1.0 < took < 6.0
+    # paced by the server: the next event comes a stream interval (2 s) later on the server's own clock
+    assert events[1]["server_time"] - events[0]["server_time"] >= 1.0
     # the server keeps serving after the client went away
     assert _get(server, "/v2/health/live")[0] == 200
+
+
+async def test_a_stream_ends_when_its_page_goes_away() -> None:
+    """The metrics port in process, on a real socket: a client that closes its stream frees it at the next event."""
+    nothing = DashboardSources(models=list, latency=lambda n, v: {}, batch_sizes=lambda n, v: [], anomalies=list,
+                               forecasts=list, drift=list, accuracy=list, deployments=list)
+    srv = MetricsServer(CollectorRegistry(), lambda: True, lambda: True, dashboard=Dashboard(nothing, cache_s=0.0),
+                        stream_interval_s=0.05)
+    port = await srv.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/api/v1/dashboard/stream") as resp:
+                while not (await resp.content.readline()).startswith(b"data: "):
+                    pass
+                assert srv.streams == 1
+        for _ in range(400):  # wait for the condition: the next write finds the connection closed
+            if srv.streams == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert srv.streams == 0
+    finally:
+        await srv.stop()
 
 
 # ---- traffic ---------------------------------------------------------------------------------------------
@@ -202,13 +227,11 @@ def _drive(srv: ServerProcess) -> dict[str, Any]:
     return sent
 
 
-def _wait_snapshot(srv: ServerProcess, ok: Any, timeout: float = 30.0) -> dict[str, Any]:
+def _wait_snapshot(srv: ServerProcess, ok: Any, timeout: float = 30.0) -> None:
     end = time.monotonic() + timeout
-    snap = _snapshot(srv)
-    while not ok(snap) and time.monotonic() < end:
+    while not ok(snap := _snapshot(srv)):
+        assert time.monotonic() < end, f"the snapshot never got there: {snap}"
         time.sleep(0.3)
-        snap = _snapshot(srv)
-    return snap
 
 
 def _browser() -> Any:
@@ -239,7 +262,7 @@ def test_the_page_shows_the_traffic_sent(server: ServerProcess) -> None:
     sync_playwright = _browser()
     sent = _drive(server)
     n_events = sum(n for s, n in sent["severity"].items() if s > 0)
-    snap = _wait_snapshot(server, lambda s: s["anomalies"]["total"] >= n_events and s["drift"]
+    _wait_snapshot(server, lambda s: s["anomalies"]["total"] >= n_events and s["drift"]
                           and any(d.get("features") for d in s["drift"]))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -312,11 +335,10 @@ def test_an_open_stream_does_not_hold_up_shutdown(tmp_path: Path) -> None:
         with urllib.request.urlopen(req, timeout=10) as resp:
             while not resp.readline().startswith(b"data: "):
                 pass
-            started = time.monotonic()
             assert srv.stop() == 0, srv.output()[-3000:]
-            took = time.monotonic() - started
-            rest = resp.read()  # the server ended the stream: the read returns instead of waiting
+            # the server ended the stream itself (its last chunk arrives; a stream still open when the server's
+            # shutdown timeout runs out is cut off instead, and the read raises IncompleteRead)
+            rest = resp.read()
     finally:
         srv.stop()
-    assert took < 4.0, took
     assert rest.count(b"event: snapshot") <= 2

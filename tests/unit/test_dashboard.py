@@ -21,19 +21,12 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry
 
+from infer.core.clock import ManualClock
 from infer.observability.dashboard import FORECASTS_SHOWN, SEVERITIES, Dashboard, DashboardSources, anomaly_summary
 from infer.observability.http import STATIC_DIR, MetricsServer, StaticFiles
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self, t: float = NOW) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def _sources(**override: Callable[..., Any]) -> DashboardSources:
@@ -75,7 +68,7 @@ def _sources(**override: Callable[..., Any]) -> DashboardSources:
 
 
 def test_snapshot_merges_latency_and_batches_into_sorted_models() -> None:
-    snap = Dashboard(_sources(), Clock()).snapshot()
+    snap = Dashboard(_sources(), ManualClock(NOW).now).snapshot()
     assert snap["schema"] == 1 and snap["server_time"] == NOW
     assert [(m["name"], m["version"]) for m in snap["models"]] == [("a", "1"), ("b", "2"), ("b", "10"), ("gone", "1")]
     a = snap["models"][0]
@@ -91,7 +84,7 @@ def test_snapshot_merges_latency_and_batches_into_sorted_models() -> None:
 
 
 def test_forecasts_keep_the_latest_per_version_oldest_first() -> None:
-    snap = Dashboard(_sources(), Clock()).snapshot()
+    snap = Dashboard(_sources(), ManualClock(NOW).now).snapshot()
     ids = [f["id"] for f in snap["forecasts"]]
     assert ids == [f"r{i}" for i in range(30 - FORECASTS_SHOWN, 30)]
 
@@ -103,7 +96,7 @@ def test_a_failing_source_leaves_its_section_empty_and_is_named() -> None:
     def slow_latency(name: str, version: str) -> dict[str, Any]:
         raise ValueError("no windows")
 
-    snap = Dashboard(_sources(deployments=broken, latency=slow_latency), Clock()).snapshot()
+    snap = Dashboard(_sources(deployments=broken, latency=slow_latency), ManualClock(NOW).now).snapshot()
     assert snap["deployments"] == []
     assert snap["errors"]["deployments"] == "RuntimeError: store unreachable"
     assert "latency a:1" in snap["errors"] and "latency gone:1" not in snap["errors"]
@@ -135,24 +128,24 @@ def test_heatmap_buckets_widen_with_the_span_and_stay_bounded() -> None:
 
 
 def test_snapshot_is_cached_for_its_period() -> None:
-    clock = Clock()
-    dashboard = Dashboard(_sources(), clock, cache_s=1.0)
+    clock = ManualClock(NOW)
+    dashboard = Dashboard(_sources(), clock.now, cache_s=1.0)
     first = dashboard.snapshot()
-    clock.t += 0.5
+    clock.advance(0.5)
     assert dashboard.snapshot() == first and dashboard.assemblies == 1
-    clock.t += 0.6
+    clock.advance(0.6)
     assert dashboard.snapshot()["server_time"] == NOW + 1.1 and dashboard.assemblies == 2
 
 
 async def test_encoded_snapshots_are_shared_by_pages_asking_together() -> None:
-    clock = Clock()
-    dashboard = Dashboard(_sources(models=lambda: [{"name": "NaN", "version": "1", "state": "ACTIVE"}]), clock)
+    clock = ManualClock(NOW)
+    dashboard = Dashboard(_sources(models=lambda: [{"name": "NaN", "version": "1", "state": "ACTIVE"}]), clock.now)
     got = await asyncio.gather(*(dashboard.encoded() for _ in range(5)))
     assert dashboard.assemblies == 1 and len(set(got)) == 1
     body = json.loads(got[0])
     assert body["models"][0]["name"] == "NaN" and body["models"][0]["latency"]["windows"]["1m"]["p99_ms"] is None
     assert body == dashboard.snapshot()
-    clock.t += 2
+    clock.advance(2)
     assert json.loads(await dashboard.encoded())["server_time"] == NOW + 2 and dashboard.assemblies == 2
 
 
@@ -205,7 +198,7 @@ def _server(dashboard: Dashboard | None, interval: float = 0.01) -> MetricsServe
 
 
 async def test_page_snapshot_and_static_routes() -> None:
-    srv = _server(Dashboard(_sources(), Clock()))
+    srv = _server(Dashboard(_sources(), ManualClock(NOW).now))
     page = await srv._page(make_mocked_request("GET", "/dashboard"))
     assert page.headers["Cache-Control"] == "no-cache" and page.content_type == "text/html"
     assert page.body is not None and b"{{v}}" not in page.body and StaticFiles().digest().encode() in page.body
@@ -253,14 +246,14 @@ def _events(written: list[bytes]) -> list[dict[str, Any]]:
 
 
 async def test_stream_pushes_snapshots_until_the_server_stops() -> None:
-    clock = Clock()
-    srv = _server(Dashboard(_sources(), clock, cache_s=0.0))
+    clock = ManualClock(NOW)
+    srv = _server(Dashboard(_sources(), clock.now, cache_s=0.0))
     req, written = _stream_request(lambda: False)
     task = asyncio.create_task(srv._stream(req))
     for _ in range(200):
         if len(_events(written)) >= 3:
             break
-        clock.t += 1
+        clock.advance(1)
         await asyncio.sleep(0.01)
     assert srv.streams == 1
     await srv.stop()  # no runner started: only ends the streams
@@ -272,7 +265,7 @@ async def test_stream_pushes_snapshots_until_the_server_stops() -> None:
 
 
 async def test_stream_ends_when_the_client_goes_away() -> None:
-    srv = _server(Dashboard(_sources(), Clock()), interval=30.0)
+    srv = _server(Dashboard(_sources(), ManualClock(NOW).now), interval=30.0)
     req, written = _stream_request(lambda: True)
     await asyncio.wait_for(srv._stream(req), 2.0)  # not 30 s: the closed transport is noticed after one event
     assert len(_events(written)) == 1 and srv.streams == 0
@@ -284,3 +277,11 @@ async def test_stream_ends_when_the_client_goes_away() -> None:
     req2._payload_writer.write = reset  # type: ignore[union-attr,method-assign]
     await asyncio.wait_for(srv._stream(req2), 2.0)
     assert srv.streams == 0
+
+
+async def test_open_streams_share_one_framed_event() -> None:
+    dashboard = Dashboard(_sources(), ManualClock(NOW).now)
+    srv = _server(dashboard)
+    first = await srv._event(dashboard)
+    assert first == b"event: snapshot\ndata: " + await dashboard.encoded() + b"\n\n"
+    assert await srv._event(dashboard) is first  # the same snapshot is framed once, whatever the number of streams

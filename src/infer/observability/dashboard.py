@@ -1,8 +1,8 @@
 """The live dashboard's data: one JSON snapshot assembled from small sources the composition root provides.
 
-The page (``static/``) is served on the metrics port by :class:`infer.observability.http.MetricsServer`; it reads
-``/api/v1/dashboard`` (this module's :meth:`Dashboard.snapshot`) once and then follows the server-sent events of
-``/api/v1/dashboard/stream``. The snapshot (times are Unix seconds, unknown values are ``null``)::
+The page (``static/``) is served on the metrics port by :class:`infer.observability.http.MetricsServer`; it follows
+the server-sent events of ``/api/v1/dashboard/stream`` and polls ``/api/v1/dashboard`` when they fail (both send
+:meth:`Dashboard.encoded`). The snapshot (times are Unix seconds, unknown values are ``null``)::
 
     {"schema": 1, "server_time": t, "took_ms": ms,
      "models": [{"name", "version", "state", "platform", "max_batch_size", "family", ...,
@@ -41,8 +41,8 @@ SEVERITIES = ("NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 TIMELINE_SHOWN = 400  # the latest anomaly events sent with each snapshot (the heatmap counts all of them)
 HEATMAP_BUCKETS = 60  # at most this many time buckets
 HEATMAP_SPAN_S = 3600.0  # the heatmap covers at most the last hour
-FORECASTS_SHOWN = 12
-SERVING = ("ACTIVE", "DEGRADED", "READY")  # the latest forecasts per model version
+FORECASTS_SHOWN = 12  # the latest forecasts per model version
+SERVING = ("ACTIVE", "DEGRADED", "READY")  # states whose missing latency figures are reported as an error
 _BUCKET_STEPS = (5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
 
 
@@ -62,46 +62,22 @@ class DashboardSources:
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None and NumPy scalars and tuples as plain JSON types."""
-    kind = type(value)
-    if kind is float:
-        return value if -math.inf < value < math.inf else None
-    if kind is str or kind is int or kind is bool or value is None:
-        return value
-    if kind is dict:
-        return {k if type(k) is str else str(k): json_safe(v) for k, v in value.items()}
-    if kind is list or kind is tuple:
-        return [json_safe(v) for v in value]
-    if isinstance(value, float):
+    """``value`` with NaN and infinities as None and NumPy scalars, arrays and tuples as plain JSON types (also the
+    encoder's fallback for what it cannot encode; anything else becomes text)."""
+    if isinstance(value, float):  # NumPy's float64 too
         return float(value) if math.isfinite(value) else None
-    if isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
-    item = getattr(value, "item", None)  # NumPy scalars (and 0-d arrays)
-    if callable(item):
-        try:
-            return json_safe(item())
-        except (TypeError, ValueError):
-            pass
+    item = getattr(value, "item", None)  # NumPy scalars and 0-d arrays (a one-element array stays a list)
+    if callable(item) and getattr(value, "ndim", 0) == 0:
+        return json_safe(item())
     tolist = getattr(value, "tolist", None)  # NumPy arrays
     if callable(tolist):
         return json_safe(tolist())
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return str(value)
-
-
-def _plain(value: Any) -> Any:
-    """JSON's fallback for what it cannot encode: NumPy scalars and arrays, bytes; anything else as text."""
-    item = getattr(value, "item", None)
-    if callable(item) and getattr(value, "ndim", 0) == 0:
-        return item()
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist):
-        return tolist()
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     return str(value)
@@ -157,7 +133,7 @@ class Dashboard:
         self._cache_s = cache_s
         self._cached: bytes | None = None
         self._cached_at = -math.inf
-        self._lock: asyncio.Lock | None = None
+        self._lock = asyncio.Lock()  # pages asking together share one assembly
         self.assemblies = 0
 
     def snapshot(self) -> dict[str, Any]:
@@ -170,9 +146,7 @@ class Dashboard:
 
     async def encoded(self) -> bytes:
         """The current snapshot as JSON bytes: the sources read on the loop, the rest in a worker thread."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:  # pages asking together share one assembly
+        async with self._lock:
             if not self._fresh():
                 raw = self.collect()
                 self._store(await asyncio.to_thread(self._finish, raw))
@@ -206,9 +180,9 @@ class Dashboard:
         started = time.perf_counter()
         raw["anomalies"] = anomaly_summary(raw["anomalies"], raw["server_time"])
         raw["took_ms"] += (time.perf_counter() - started) * 1e3  # the encoding itself is not counted
-        text = json.dumps(raw, separators=(",", ":"), default=_plain)
+        text = json.dumps(raw, separators=(",", ":"), default=json_safe)
         if "NaN" in text or "Infinity" in text:  # a value to clean (or a name holding the word: cleaned all the same)
-            text = json.dumps(json_safe(raw), separators=(",", ":"), allow_nan=False, default=_plain)
+            text = json.dumps(json_safe(raw), separators=(",", ":"), allow_nan=False)
         return float(raw["server_time"]), text.encode()
 
     @staticmethod

@@ -107,6 +107,8 @@ class MetricsServer:
         self._interval = stream_interval_s
         self._static = static or StaticFiles()
         self._stopping = asyncio.Event()
+        self._page_body: bytes | None = None  # index.html with its asset digest filled in
+        self._frame = (b"", b"")  # (snapshot, the same as one server-sent event): framed once for every stream
         self._runner: web.AppRunner | None = None
         self.streams = 0  # open dashboard streams
         self.port = 0
@@ -128,11 +130,13 @@ class MetricsServer:
 
     async def _page(self, _: web.Request) -> web.Response:
         self._need_dashboard()
-        asset = self._static.get("index.html")
-        if asset is None:
-            raise web.HTTPNotFound(text="dashboard files are missing from this installation\n")
-        body = asset.body.replace(b"{{v}}", self._static.digest().encode())
-        return web.Response(body=body, headers={"Content-Type": asset.content_type, "Cache-Control": "no-cache"})
+        if self._page_body is None:
+            asset = self._static.get("index.html")
+            if asset is None:
+                raise web.HTTPNotFound(text="dashboard files are missing from this installation\n")
+            self._page_body = asset.body.replace(b"{{v}}", self._static.digest().encode())
+        headers = {"Content-Type": _TYPES[".html"], "Cache-Control": "no-cache"}
+        return web.Response(body=self._page_body, headers=headers)
 
     async def _slash(self, _: web.Request) -> web.Response:
         raise web.HTTPMovedPermanently("../dashboard")  # the page's links are relative to /dashboard
@@ -153,6 +157,12 @@ class MetricsServer:
         body = await self._need_dashboard().encoded()
         return web.Response(body=body, headers={"Content-Type": "application/json", "Cache-Control": "no-store"})
 
+    async def _event(self, dashboard: Dashboard) -> bytes:
+        data = await dashboard.encoded()
+        if self._frame[0] is not data:
+            self._frame = (data, b"event: snapshot\ndata: " + data + b"\n\n")
+        return self._frame[1]
+
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         dashboard = self._need_dashboard()
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
@@ -162,8 +172,7 @@ class MetricsServer:
         try:
             await resp.write(f"retry: {int(self._interval * 1000)}\n\n".encode())
             while not self._stopping.is_set():
-                data = await dashboard.encoded()
-                await resp.write(b"event: snapshot\ndata: " + data + b"\n\n")
+                await resp.write(await self._event(dashboard))
                 if request.transport is None or request.transport.is_closing():
                     break
                 with contextlib.suppress(TimeoutError):

@@ -5,7 +5,7 @@
   "use strict";
 
   var POLL_MS = 2000;
-  var SEVERITY_COLORS = { NONE: "#c9ced8", LOW: "#f2c94c", MEDIUM: "#f2994a", HIGH: "#eb5757", CRITICAL: "#8e1b1b" };
+  var SEVERITY_COLORS = { LOW: "#f2c94c", MEDIUM: "#f2994a", HIGH: "#eb5757", CRITICAL: "#8e1b1b" };
   var PALETTE = ["#2f6fde", "#1f9d55", "#d98b06", "#9b51e0", "#d64545", "#0f9fb5", "#6b7385"];
   var state = { model: "", forecast: "", drift: "", charts: {}, pollTimer: null };
   var dash = (window.__dashboard = { updates: 0, lastSnapshot: null, source: "", errors: [] });
@@ -115,7 +115,7 @@
   function header(snap) {
     $("server-time").textContent = clock(snap.server_time);
     $("updates").textContent = String(dash.updates);
-    var errors = Object.keys(snap.errors || {});
+    var errors = Object.keys(snap.errors);
     var node = $("source-errors");
     node.hidden = errors.length === 0;
     node.textContent = errors.length + " source error" + (errors.length === 1 ? "" : "s");
@@ -123,7 +123,7 @@
   }
 
   function windowOf(m, name) {
-    return ((m.latency || {}).windows || {})[name] || {};
+    return m.latency.windows[name] || {};
   }
 
   // the first model to show: the busiest of a task family (anomaly, forecast, ...), else the busiest of all
@@ -131,7 +131,7 @@
     var best = null, bestScore = -1;
     models.forEach(function (m) {
       var rps = windowOf(m, "5m").rps;
-      var measured = (m.latency || {}).series && m.latency.series.length && isNum(rps) && rps > 0;
+      var measured = m.latency.series.length && isNum(rps) && rps > 0;
       var score = measured ? rps + (m.family ? 1e9 : 0) : -1;
       if (score > bestScore) { best = m; bestScore = score; }
     });
@@ -184,7 +184,7 @@
   }
 
   function latencyChart(m) {
-    var series = m && m.latency && m.latency.series ? m.latency.series : [];
+    var series = m ? m.latency.series : [];
     if (!series.length) { empty("chart-latency", "no traffic measured yet"); return; }
     function line(field, name, color) {
       return { name: name, type: "line", showSymbol: series.length < 3, yAxisIndex: 0, color: color,
@@ -205,7 +205,7 @@
   }
 
   function batchChart(m) {
-    var bins = m && m.batch_sizes ? m.batch_sizes : [];
+    var bins = m ? m.batch_sizes : [];
     $("batch-model").textContent = m ? m.name + " v" + m.version : "";
     var total = bins.reduce(function (s, b) { return s + b[1]; }, 0);
     if (!total) { empty("chart-batch", "no batches yet"); return; }
@@ -221,10 +221,9 @@
   // ---- anomalies ---------------------------------------------------------------------------------
 
   function anomalyCharts(snap) {
-    var a = snap.anomalies || { events: [], total: 0, by_severity: {}, heatmap: { cells: [] }, severities: [] };
-    var sev = a.severities && a.severities.length ? a.severities : ["NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL"];
+    var a = snap.anomalies, sev = a.severities;  // the server always sends every field (dashboard.py)
     $("anomaly-counts").textContent = a.total + " events · " + sev.slice(1).map(function (s) {
-      return s + " " + ((a.by_severity || {})[s] || 0);
+      return s + " " + a.by_severity[s];
     }).join(" · ");
     if (!a.events.length) empty("chart-anomaly-timeline", "no anomalies flagged");
     else {
@@ -245,7 +244,7 @@
         }),
       }, a.events.length);
     }
-    var h = a.heatmap || { cells: [] };
+    var h = a.heatmap;
     if (!h.cells.length) { empty("chart-anomaly-heatmap", "severity heatmap: nothing yet"); return; }
     var labels = [];
     for (var b = 0; b < h.buckets; b++) labels.push(clock(h.start + b * h.bucket_s));
@@ -267,7 +266,7 @@
   // ---- forecasts ------------------------------------------------------------------------------------
 
   function forecastChart(snap) {
-    var all = (snap.forecasts || []).slice().reverse();  // latest first
+    var all = snap.forecasts.slice().reverse();  // latest first
     var options = all.map(function (f) {
       return { value: key(f.model, f.version) + ":" + f.id, label: f.model + " v" + f.version + " · " + f.id };
     });
@@ -290,7 +289,7 @@
       { name: "history", type: "line", showSymbol: false, color: "#6b7385",
         data: hist.concat(f.mean.map(function () { return null; })) },
       { name: "lower", type: "line", stack: "band", showSymbol: false, lineStyle: { opacity: 0 },
-        data: pad(lower.map(function (v) { return isNum(v) ? v : null; })), tooltip: { show: true } },
+        data: pad(lower.map(function (v) { return isNum(v) ? v : null; })) },
       { name: "interval", type: "line", stack: "band", showSymbol: false, lineStyle: { opacity: 0 },
         areaStyle: { color: "rgba(47,111,222,0.18)" }, color: "rgba(47,111,222,0.4)", data: pad(band) },
       { name: "mean", type: "line", showSymbol: false, color: "#2f6fde", lineStyle: { width: 2 }, data: pad(f.mean) },
@@ -312,7 +311,7 @@
   // ---- drift -----------------------------------------------------------------------------------------
 
   function driftPanel(snap) {
-    var reports = snap.drift || [];
+    var reports = snap.drift;
     var options = reports.map(function (r) { return { value: key(r.model, r.version), label: r.model + " v" + r.version }; });
     var values = options.map(function (o) { return o.value; });
     if (values.indexOf(state.drift) < 0) {
@@ -354,7 +353,7 @@
   // ---- online accuracy ---------------------------------------------------------------------------------
 
   function accuracyPanel(snap) {
-    var entries = snap.accuracy || [];
+    var entries = snap.accuracy;
     var body = $("accuracy-table").tBodies[0];
     body.textContent = "";
     entries.forEach(function (a) {
@@ -424,7 +423,7 @@
 
   function deploymentsPanel(snap) {
     var box = $("deployments");
-    var deps = snap.deployments || [];
+    var deps = snap.deployments;
     box.textContent = "";
     if (!deps.length) box.appendChild(el("div", { cls: "empty", text: "no deployments" }));
     deps.forEach(function (d) { box.appendChild(deploymentCard(d)); });

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from infer.core.clock import ManualClock
 from infer.errors import FailedPrecondition, NotFound
 from infer.observability.drift import DriftReport, build_reference
 from infer.observability.watch import ModelWatch
@@ -19,12 +20,6 @@ ANOMALY_OUTPUTS = ("score", "is_anomalous", "severity", "anomaly_type")
 FORECAST_OUTPUTS = ("mean", "lower", "upper")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -45,8 +40,8 @@ def _reference_dir(tmp_path: Path, rng: np.random.Generator) -> Path:
 
 def test_drift_is_evaluated_when_due_and_the_listener_hears_changes(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    clock = Clock()
-    watch = ModelWatch(clock)
+    clock = ManualClock(1000.0)
+    watch = ModelWatch(clock.now)
     heard: list[tuple[str, str, bool, bool]] = []
     watch.on_drift = lambda n, v, r, degrade: heard.append((n, v, r.drifted, degrade))
     params = {"infer.drift.every_s": "5", "infer.drift.window": "600", "infer.drift.degrade": "true"}
@@ -56,14 +51,14 @@ def test_drift_is_evaluated_when_due_and_the_listener_hears_changes(tmp_path: Pa
         watch.observe(w, "", {"x": rng.standard_normal((100, 3)).astype(np.float32)}, {"y": np.zeros(100)})
     asyncio.run(watch.evaluate_due())
     assert w.report is None  # not due yet
-    clock.t += 5
+    clock.advance(5)
     asyncio.run(watch.evaluate_due())
     assert w.report is not None and not w.report.drifted and w.evaluations == 1 and heard == []
     for _ in range(6):
         x = rng.standard_normal((100, 3)).astype(np.float32)
         x[:, 1] += 1.5
         watch.observe(w, "", {"x": x}, {"y": np.zeros(100)})
-    clock.t += 5
+    clock.advance(5)
     asyncio.run(watch.evaluate_due())
     assert heard == [("m", "1", True, True)]
     report = watch.drift_report("m")
@@ -93,8 +88,8 @@ def test_a_bad_reference_is_reported_not_fatal(tmp_path: Path) -> None:
 
 
 def test_anomaly_timeline_keeps_flagged_rows_only() -> None:
-    clock = Clock()
-    watch = ModelWatch(clock)
+    clock = ManualClock(1000.0)
+    watch = ModelWatch(clock.now)
     w = watch.attach("anomaly", "1", {}, None, ANOMALY_OUTPUTS)
     assert w.family == "anomaly" and w.accuracy is not None  # binary on is_anomalous by default
     outputs = {"score": np.array([[0.1], [0.97], [0.5]], np.float32),
@@ -105,7 +100,7 @@ def test_anomaly_timeline_keeps_flagged_rows_only() -> None:
     events = watch.anomalies()
     assert [(e["severity"], e["type"], round(e["score"], 2)) for e in events] == [
         ("CRITICAL", "exfiltration", 0.97), ("LOW", "burst", 0.5)]
-    assert all(e["t"] == clock.t and e["model"] == "anomaly" for e in events)
+    assert all(e["t"] == clock.now() and e["model"] == "anomaly" for e in events)
     # an ensemble step's answer is the ensemble's: not in the timeline, not remembered for ground truth
     watch.observe(w, "r2", {}, outputs, step=True)
     assert len(watch.anomalies()) == 2
@@ -118,7 +113,7 @@ def test_anomaly_timeline_keeps_flagged_rows_only() -> None:
 
 
 def test_forecasts_are_kept_with_their_actuals() -> None:
-    watch = ModelWatch(Clock())
+    watch = ModelWatch(ManualClock(1000.0).now)
     w = watch.attach("forecast", "2", {}, None, FORECAST_OUTPUTS)
     history = np.arange(200, dtype=np.float32)[None, :]
     mean = np.array([[1.0, 2.0, 3.0]], np.float32)
@@ -160,8 +155,8 @@ def test_unmatched_reports_are_counted() -> None:
 
 def test_listener_errors_in_statistics_do_not_end_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(1)
-    clock = Clock()
-    watch = ModelWatch(clock)
+    clock = ManualClock(1000.0)
+    watch = ModelWatch(clock.now)
     w = watch.attach("m", "1", {"infer.drift.every_s": "1"}, _reference_dir(tmp_path, rng), ["y"])
     assert w.drift is not None
 
@@ -169,6 +164,6 @@ def test_listener_errors_in_statistics_do_not_end_the_loop(tmp_path: Path, monke
         raise RuntimeError("boom")
 
     monkeypatch.setattr(w.drift, "evaluate", broken)
-    clock.t += 2
+    clock.advance(2)
     asyncio.run(watch.evaluate_due())
     assert w.report is None and w.evaluations == 0

@@ -17,6 +17,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infer.observability import gpu as gpu_mod
+from infer.observability import windows as windows_mod
 from infer.observability.gpu import RETRY_S, GpuProbe
 from infer.observability.metrics import (
     FINE_LATENCY_BOUNDS,
@@ -87,6 +88,8 @@ def test_the_exported_histogram_is_what_the_coarse_one_was() -> None:
         fine.observe(v)
         coarse.observe(v)
     assert fine.cumulative() == coarse.cumulative()
+    v = np.asarray(values)
+    assert coarse.cumulative() == [*((repr(b), float((v <= b).sum())) for b in LATENCY_BUCKETS), ("+Inf", len(v))]
     assert fine.sum == pytest.approx(coarse.sum)
     assert len(fine.counts) == len(FINE_LATENCY_BOUNDS) + 1
 
@@ -561,3 +564,14 @@ def test_rss_grows_with_what_the_process_touches() -> None:
     grown = rss_bytes() - before
     assert before > 0 and grown >= 48 << 20
     del block
+
+
+def test_without_proc_rss_is_the_peak_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = rss_bytes()
+
+    def no_proc(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("no /proc")
+
+    monkeypatch.setattr(windows_mod, "open", no_proc, raising=False)  # the module's open, not the builtin
+    peak = rss_bytes()
+    assert now <= peak < 1024 * now  # KiB read as bytes (or the reverse) would be off by 1024

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,20 +31,19 @@ class GpuProbe:
         self._clock = clock
         self._module = module
         self._nvml: Any = None  # the module, once imported
-        self._absent = False  # the package is not installed: never tried again
         self._ready = False  # nvmlInit succeeded
-        self._next_try = 0.0
+        self._next_try = 0.0  # no start before this (inf: the package is not installed, never tried again)
 
     def _start(self) -> bool:
         if self._ready:
             return True
-        if self._absent or self._clock() < self._next_try:
+        if self._clock() < self._next_try:
             return False
         if self._nvml is None:
             try:
                 self._nvml = importlib.import_module(self._module)
             except ImportError:
-                self._absent = True
+                self._next_try = math.inf
                 return False
         try:
             self._nvml.nvmlInit()

@@ -16,6 +16,7 @@ import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -34,8 +35,7 @@ def _fine_bounds(per_decade: int = 20, lo_exp: int = -5, hi_exp: int = 2) -> tup
     """10 us .. 100 s at 10^(1/20) spacing, each exported bound replacing the grid point nearest it (in log)."""
     grid = [10.0 ** (k / per_decade) for k in range(lo_exp * per_decade, hi_exp * per_decade + 1)]
     for b in LATENCY_BUCKETS:
-        nearest = min(range(len(grid)), key=lambda i: abs(math.log(grid[i] / b)))
-        grid[nearest] = b
+        grid[round(per_decade * math.log10(b)) - lo_exp * per_decade] = b
     return tuple(grid)
 
 
@@ -43,52 +43,45 @@ FINE_LATENCY_BOUNDS = _fine_bounds()  # 141 bounds; successive ratios 1.117 .. 1
 
 
 class Histogram:
-    """Fixed buckets, non-cumulative counts; ``observe`` is a bisect and two additions."""
+    """Fixed buckets, non-cumulative counts; ``observe`` is a bisect and two additions.
 
-    __slots__ = ("bounds", "counts", "sum")
+    Exported at ``export_bounds`` (default: ``bounds``), each of which must be one of ``bounds``: the exported
+    buckets are read from the cumulative counts at scrape time, never kept apart on the hot path.
+    """
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
+    __slots__ = ("_edges", "bounds", "counts", "export_bounds", "sum")
+
+    def __init__(self, bounds: tuple[float, ...], export_bounds: tuple[float, ...] | None = None) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
+        self.export_bounds = bounds if export_bounds is None else export_bounds
+        self._edges = [bounds.index(b) for b in self.export_bounds]  # bucket i holds (bounds[i-1], bounds[i]]
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
     def cumulative(self) -> list[tuple[str, float]]:
-        out, total = [], 0
-        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            total += n
-            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), float(total)))
-        return out
+        cum = list(accumulate(self.counts))
+        return [*((repr(float(b)), float(cum[e])) for b, e in zip(self.export_bounds, self._edges, strict=True)),
+                ("+Inf", float(cum[-1]))]
 
 
 class LatencyHistogram(Histogram):
     """Request latency counted in fine log-spaced buckets, exported at the coarse :data:`LATENCY_BUCKETS`.
 
     The sliding windows (``windows.py``) read the fine counts for percentiles within one fine bucket (12%);
-    Prometheus sees the coarse buckets only. Every exported bound is one of the fine bounds, so the export is
-    exact, and ``observe`` stays the inherited bisect and two additions, over 141 bounds instead of 15: about
-    +55 ns a request (200 ns instead of 145 ns on the dev CPU), less than a second histogram would add.
+    Prometheus sees the coarse buckets only, summed from the fine counts at scrape time. Every exported bound is
+    one of the fine bounds, so the export is exact, and ``observe`` stays one bisect and two additions, over 141
+    bounds instead of 15: about +30 ns a request (timeit on the dev CPU: 149 ns a call instead of 120 ns).
     """
 
-    __slots__ = ("_edges", "export_bounds")
+    __slots__ = ()
 
     def __init__(self, bounds: tuple[float, ...] = FINE_LATENCY_BOUNDS,
                  export_bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
-        super().__init__(bounds)
-        self.export_bounds = export_bounds
-        self._edges = [bounds.index(b) for b in export_bounds]  # fine bucket i holds (bounds[i-1], bounds[i]]
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        out, total, start = [], 0, 0
-        for bound, edge in zip(self.export_bounds, self._edges, strict=True):
-            total += sum(self.counts[start:edge + 1])
-            start = edge + 1
-            out.append((repr(float(bound)), float(total)))
-        out.append(("+Inf", float(total + sum(self.counts[start:]))))
-        return out
+        super().__init__(bounds, export_bounds)
 
 
 class VersionMetrics:

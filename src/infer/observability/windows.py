@@ -21,10 +21,10 @@ version that appears between two samples starts from zero counts at the earlier 
 
 from __future__ import annotations
 
-import os
 import resource
+import sys
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +35,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from infer.observability.gpu import gpu_families
-from infer.observability.metrics import BATCH_BUCKETS, FINE_LATENCY_BOUNDS, Metrics, VersionMetrics
+from infer.observability.metrics import FINE_LATENCY_BOUNDS, Metrics, VersionMetrics
 
 __all__ = ["QUANTILES", "WINDOWS", "CacheCounts", "WindowFigures", "Windows", "rss_bytes"]
 
@@ -49,7 +49,8 @@ _HEAD = 6
 _BOUNDS = np.asarray(FINE_LATENCY_BOUNDS)
 _LOWER = np.concatenate(([0.0], _BOUNDS))  # fine bucket i holds (_LOWER[i], _UPPER[i]]
 _UPPER = np.concatenate((_BOUNDS, [_BOUNDS[-1]]))  # the overflow bucket reads as the top bound
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_PAGE = resource.getpagesize()
+_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB elsewhere
 Counts = npt.NDArray[np.int64]
 
 
@@ -59,7 +60,7 @@ def rss_bytes() -> int:
         with open("/proc/self/statm", "rb") as f:
             return int(f.read().split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * _MAXRSS_UNIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +104,15 @@ def _quantiles(counts: Counts, qs: Sequence[float]) -> npt.NDArray[np.float64]:
     geometrically inside the bucket holding the rank (linearly in the first, which starts at 0)."""
     cum = np.cumsum(counts, axis=1)
     ranks = cum[:, -1:] * np.asarray(qs, dtype=np.float64)[None, :]
-    idx = (cum[:, :, None] < ranks[:, None, :]).sum(axis=1)  # first bucket whose cumulative count reaches the rank
-    idx = np.minimum(idx, counts.shape[1] - 1)
+    # the first bucket whose cumulative count reaches the rank (never past the last: a rank is at most the total)
+    idx = (cum[:, :, None] < ranks[:, None, :]).sum(axis=1)
     rows = np.arange(counts.shape[0])[:, None]
     in_bucket = counts[rows, idx]
     frac = np.divide(ranks - (cum[rows, idx] - in_bucket), in_bucket, out=np.zeros(ranks.shape),
                      where=in_bucket > 0)
     lo, hi = _LOWER[idx], _UPPER[idx]
-    geometric = np.where(lo > 0, lo, 1.0) * (hi / np.where(lo > 0, lo, 1.0)) ** frac
-    out = np.where(lo > 0, geometric, hi * frac)
+    lo_or_1 = np.where(lo > 0, lo, 1.0)
+    out = np.where(lo > 0, lo_or_1 * (hi / lo_or_1) ** frac, hi * frac)
     return np.where(cum[:, -1:] > 0, out, np.nan)
 
 
@@ -159,10 +160,6 @@ class _Ring:
         drop = max(drop, len(self.times) - cap)
         if drop > 0:
             del self.times[:drop], self.walls[:drop], self.snaps[:drop]
-
-    def at(self, t: float) -> int:
-        """Index of the newest snapshot at or before ``t`` (the oldest one if all are later)."""
-        return max(bisect_right(self.times, t) - 1, 0)
 
     def count_cache(self, raw: tuple[int, int] | None) -> tuple[int, int]:
         if raw is not None:
@@ -235,34 +232,30 @@ class Windows:
 
     def figures(self, name: str, version: str, window_s: float) -> WindowFigures | None:
         """The last ``window_s`` of a version (less while the history is shorter); None before two samples."""
-        key = ("figures", name, version, window_s)
-        if key not in self._memo:
-            self._memo[key] = self._figures(name, version, window_s)
-        result: WindowFigures | None = self._memo[key]
-        return result
-
-    def _figures(self, name: str, version: str, window_s: float) -> WindowFigures | None:
-        ring = self._rings.get((name, version))
-        if ring is None or len(ring.times) < 2:
-            return None
-        new = len(ring.times) - 1
-        old = ring.at(ring.times[new] - window_s)
-        if old >= new:
-            return None
-        diff = (ring.snaps[new] - ring.snaps[old])[None, :]
-        return _figures(diff, np.array([ring.times[new] - ring.times[old]]), self._max_batch(name, version))[0]
+        last = self._memoized(("figures", name, version, window_s), self._intervals, name, version, window_s, 1)
+        return last[0][1] if last else None
 
     def series(self, name: str, version: str, span_s: float = 900.0, points: int = 90) -> list[dict[str, Any]]:
         """``points`` consecutive intervals of ``span_s / points`` ending at the newest snapshot, oldest first
         (fewer while the history is shorter): ``t`` (Unix seconds at the interval's end), ``p50_ms``,
         ``p95_ms``, ``p99_ms``, ``rps``, ``error_rate``. The caller may keep the list but not change it."""
-        key = ("series", name, version, span_s, points)
-        if key not in self._memo:
-            self._memo[key] = self._series(name, version, span_s, points)
-        result: list[dict[str, Any]] = self._memo[key]
+        result: list[dict[str, Any]] = self._memoized(("series", name, version, span_s, points), self._series,
+                                                      name, version, span_s, points)
         return result
 
+    def _memoized(self, key: tuple[Any, ...], compute: Callable[..., Any], *args: Any) -> Any:
+        if key not in self._memo:
+            self._memo[key] = compute(*args)
+        return self._memo[key]
+
     def _series(self, name: str, version: str, span_s: float, points: int) -> list[dict[str, Any]]:
+        return [{"t": t, "p50_ms": _ms(f.p50_s), "p95_ms": _ms(f.p95_s), "p99_ms": _ms(f.p99_s), "rps": f.rps,
+                 "error_rate": f.error_rate} for t, f in self._intervals(name, version, span_s, points)]
+
+    def _intervals(self, name: str, version: str, span_s: float, points: int) -> list[tuple[float, WindowFigures]]:
+        """``(wall time at its end, figures)`` of ``points`` consecutive intervals of ``span_s / points`` ending at
+        the newest snapshot, oldest first. Each runs from the snapshot at or before its start (the oldest if all
+        are later) to the one at or before its end; intervals without two distinct snapshots are left out."""
         ring = self._rings.get((name, version))
         if ring is None or len(ring.times) < 2 or points < 1:
             return []
@@ -277,8 +270,7 @@ class Windows:
         diff = np.stack([ring.snaps[e] - ring.snaps[s] for s, e in pairs])
         spans = np.array([ring.times[e] - ring.times[s] for s, e in pairs])
         figs = _figures(diff, spans, self._max_batch(name, version))
-        return [{"t": ring.walls[e], "p50_ms": _ms(f.p50_s), "p95_ms": _ms(f.p95_s), "p99_ms": _ms(f.p99_s),
-                 "rps": f.rps, "error_rate": f.error_rate} for (_, e), f in zip(pairs, figs, strict=True)]
+        return [(ring.walls[e], f) for (_, e), f in zip(pairs, figs, strict=True)]
 
     def latency_source(self, name: str, version: str) -> dict[str, Any]:
         """The dashboard's ``latency`` source: the 1m, 5m and 1h windows and the last 15 minutes' series."""
@@ -294,13 +286,11 @@ class Windows:
         m = self.metrics.children.get((name, version))
         if m is None:
             return []
-        counts = m.batch_size.counts
-        top = BATCH_BUCKETS[-1]
-        bounds = [*BATCH_BUCKETS, m.max_batch_size if m.max_batch_size > top else 2 * top]
+        counts, top = m.batch_size.counts, m.batch_size.bounds[-1]
+        bounds = [*m.batch_size.bounds, m.max_batch_size if m.max_batch_size > top else 2 * top]
         rows = [[int(b), int(n)] for b, n in zip(bounds, counts, strict=True)]
-        if m.max_batch_size > 0:
-            last = next((i for i, b in enumerate(bounds) if b >= m.max_batch_size), len(bounds) - 1)
-            return rows[:last + 1]
+        if m.max_batch_size > 0:  # the last bound is at least max_batch_size
+            return rows[:bisect_left(bounds, m.max_batch_size) + 1]
         return rows if counts[-1] else rows[:-1]
 
     def _max_batch(self, name: str, version: str) -> int:

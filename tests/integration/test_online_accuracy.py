@@ -10,12 +10,13 @@ MAE and RMSE); ``plain`` tracks nothing.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 import onnx
 import pytest
 from fixtures import ServerProcess, metric_value, scrape_metrics, write_dense, write_double
@@ -65,8 +66,29 @@ def client(server: ServerProcess) -> Iterator[InferClient]:
         yield c
 
 
+Classes = npt.NDArray[Any]
 
 
+def _classify_and_report(client: InferClient, model: str, seed: int, rounds: int, shape: tuple[int, int],
+                         classes: Callable[[Classes], Classes], keep: float,
+                         wrong: Callable[[np.random.Generator, Classes], Classes],
+                         send: Callable[[int, Classes], list[Any]] = lambda i, t: t.tolist(),
+                         ) -> tuple[list[str], list[str]]:
+    """``rounds`` requests of ``shape`` rows, with ids ``{model}-{i}``; each row's predicted class read from the
+    answer's ``y`` by ``classes``, its truth the prediction with probability ``keep`` (else ``wrong``'s), reported
+    as ``send`` spells it. Returns (truths, predictions) as text, for scikit-learn."""
+    rng = np.random.default_rng(seed)
+    truth: list[str] = []
+    pred: list[str] = []
+    for i in range(rounds):
+        x = rng.standard_normal(shape).astype(np.float32)
+        p = classes(client.infer(model, {"x": x}, request_id=f"{model}-{i}")["y"])
+        t = np.where(rng.random(shape[0]) < keep, p, wrong(rng, p))
+        resp = client.report_ground_truth(f"{model}-{i}", labels=send(i, t))
+        assert (resp.model, resp.version, resp.rows) == (model, "1", shape[0])
+        truth += [str(v) for v in t]
+        pred += [str(v) for v in p]
+    return truth, pred
 
 
 def _check_classification(got: Any, truth: list[str], pred: list[str], average: str, pos: str = "") -> None:
@@ -78,18 +100,8 @@ def _check_classification(got: Any, truth: list[str], pred: list[str], average: 
 
 
 def test_multiclass_macro_matches_sklearn(server: ServerProcess, client: InferClient) -> None:
-    rng = np.random.default_rng(3)
-    truth: list[str] = []
-    pred: list[str] = []
-    for i in range(20):
-        x = rng.standard_normal((10, 64)).astype(np.float32)
-        scores = client.infer("acc_multi", {"x": x}, request_id=f"multi-{i}")["y"]
-        p = np.argmax(scores, axis=-1)
-        t = np.where(rng.random(10) < 0.6, p, rng.integers(0, 8, 10))
-        resp = client.report_ground_truth(f"multi-{i}", labels=t.tolist())
-        assert (resp.model, resp.version, resp.rows) == ("acc_multi", "1", 10)
-        truth += [str(v) for v in t]
-        pred += [str(v) for v in p]
+    truth, pred = _classify_and_report(client, "acc_multi", 3, 20, (10, 64), lambda y: np.argmax(y, axis=-1), 0.6,
+                                       lambda rng, p: rng.integers(0, 8, p.size))
     got = client.model_performance("acc_multi")
     assert (got.model, got.version) == ("acc_multi", "1")
     _check_classification(got, truth, pred, "macro")
@@ -107,18 +119,10 @@ def test_multiclass_macro_matches_sklearn(server: ServerProcess, client: InferCl
 
 
 def test_binary_probability_column_with_named_classes(server: ServerProcess, client: InferClient) -> None:
-    rng = np.random.default_rng(4)
-    truth: list[str] = []
-    pred: list[str] = []
-    for i in range(12):
-        x = rng.standard_normal((16, 4)).astype(np.float32)
-        prob = client.infer("acc_binary", {"x": x}, request_id=f"bin-{i}")["y"].reshape(-1)
-        p = np.where(prob >= 0.5, "pos", "neg")
-        t = np.where(rng.random(16) < 0.75, p, np.where(p == "pos", "neg", "pos"))
-        sent = [("1" if v == "pos" else "0") if i % 3 == 0 else str(v) for v in t]  # indexes name classes too
-        assert client.report_ground_truth(f"bin-{i}", labels=sent).rows == 16
-        truth += t.tolist()
-        pred += p.tolist()
+    truth, pred = _classify_and_report(
+        client, "acc_binary", 4, 12, (16, 4), lambda y: np.where(y.reshape(-1) >= 0.5, "pos", "neg"), 0.75,
+        lambda rng, p: np.where(p == "pos", "neg", "pos"),
+        lambda i, t: [("1" if v == "pos" else "0") if i % 3 == 0 else str(v) for v in t])  # indexes name classes too
     _check_classification(client.model_performance("acc_binary"), truth, pred, "binary", "pos")
     text = scrape_metrics(server)
     f1 = precision_recall_fscore_support(truth, pred, average="binary", pos_label="pos")[2]

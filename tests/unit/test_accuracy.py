@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from infer.auth import required_role
 from infer.controlplane.service import ControlPlane
 from infer.errors import FailedPrecondition, InvalidArgument, ModelConfigError, NotFound
 from infer.observability.accuracy import MAX_CLASSES, AccuracyConfig, AccuracyTracker, PredictionIndex
+from infer.observability.watch import ModelWatch
 from infer.registry.artifacts import LocalArtifactStore
 from infer.registry.store import RegistryStore
 from infer.transport.grpc.control_servicer import drift_to_pb, performance_to_pb
@@ -258,11 +259,11 @@ def test_remember_is_one_numpy_operation_per_request() -> None:
     t = tracker(output="probs")
     batch = np.random.default_rng(2).random((64, 10)).astype(np.float32)
     t.remember("q", {"probs": batch[:8]})
-    kept = t._pending["q"]
-    assert kept.shape == (8,) and not np.shares_memory(kept, batch)
+    kept = t._pending.get("q")
+    assert kept is not None and kept.shape == (8,) and not np.shares_memory(kept, batch)
     r = tracker("regression", "mean")
     r.remember("q", {"mean": batch[:8]})
-    assert not np.shares_memory(r._pending["q"], batch)
+    assert not np.shares_memory(r._pending.get("q"), batch)
 
 
 def test_a_flood_of_made_up_classes_is_refused() -> None:
@@ -279,22 +280,14 @@ def test_a_flood_of_made_up_classes_is_refused() -> None:
 # ---- the control plane's side ---------------------------------------------------------------------
 
 
-class FakeWatch:
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-
-    def report_truth(self, request_id: str, labels: Sequence[str] | None,
-                     values: Sequence[float] | None) -> tuple[str, str, int]:
-        self.calls.append((request_id, labels, values))
-        return "m", "1", 2
-
-    def performance(self, model: str, version: str, window_s: float) -> dict[str, Any] | None:
-        self.calls.append((model, version, window_s))
-        return None if model == "untracked" else {"model": model, "version": version or "1"}
-
-    def drift_report(self, model: str, version: str) -> dict[str, Any] | None:
-        self.calls.append((model, version))
-        return None
+def served_watch() -> ModelWatch:
+    """A real watch: "m" version 1 tracks regression on ``y`` and has answered request "r" (2 rows); "plain"
+    version 2 tracks nothing and has no drift reference."""
+    watch = ModelWatch(clock=Clock())
+    w = watch.attach("m", "1", {"infer.accuracy.kind": "regression"}, None, ["y"])
+    watch.observe(w, "r", {}, {"y": np.array([1.0, 3.0])})
+    watch.attach("plain", "2", {}, None, ["y"])
+    return watch
 
 
 @pytest.fixture
@@ -314,23 +307,24 @@ def test_control_plane_without_a_watch_is_failed_precondition(control: ControlPl
 
 
 def test_control_plane_checks_fields_then_asks_the_watch(control: ControlPlane) -> None:
-    watch = control.watch = FakeWatch()
-    assert control.report_ground_truth("r", [], [1.0, 2.0]) == ("m", "1", 2)
-    assert watch.calls[-1] == ("r", None, [1.0, 2.0])
-    assert control.performance("m", "01", 60.0) == {"model": "m", "version": "1"}
-    assert watch.calls[-1] == ("m", "1", 60.0)  # versions as the registry spells them
+    control.watch = served_watch()
     for args, field in [(("", ["1"], []), "request_id"), (("r", [], []), "labels"), (("r", ["1"], [1.0]), "labels"),
-                        (("r", [], [math.inf]), "values")]:
-        with pytest.raises(InvalidArgument, match=f"^{field}"):
+                        (("r", [], [math.inf]), "values"), (("unknown", [], [math.nan]), "values")]:
+        with pytest.raises(InvalidArgument, match=f"^{field}"):  # fields first, then the id
             control.report_ground_truth(*args)
+    assert control.report_ground_truth("r", [], [1.0, 2.0]) == ("m", "1", 2)
+    got = control.performance("m", "01", 60.0)  # versions as the registry spells them
+    assert (got["model"], got["version"], got["samples"], got["mae"]) == ("m", "1", 2, 0.5)
     for model, version, window, field in [("", "", 0.0, "model"), ("m", "v1", 0.0, "version"),
                                           ("m", "", -1.0, "window_s"), ("m", "", math.nan, "window_s")]:
         with pytest.raises(InvalidArgument, match=f"^{field}"):
             control.performance(model, version, window)
     with pytest.raises(FailedPrecondition, match=r"infer\.accuracy\.kind"):
-        control.performance("untracked", "", 0.0)
+        control.performance("plain", "", 0.0)
     with pytest.raises(FailedPrecondition, match=r"drift_reference\.json"):
-        control.drift_report("m", "2")
+        control.drift_report("m", "1")
+    with pytest.raises(NotFound, match="nope"):
+        control.drift_report("nope", "")
 
 
 def test_wire_conversion_turns_unknown_figures_into_nan() -> None:

@@ -353,11 +353,20 @@ func TestTargetDrift(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.GetModel() != "forecast" || d.GetVersion() == "" || d.GetEvaluatedAt() < 0 || d.GetRows() < 0 {
+	if d.GetModel() != "forecast" || d.GetVersion() == "" {
 		t.Errorf("Drift(forecast) = %v", d)
 	}
-	if d.GetEvaluatedAt() == 0 && !strings.Contains(d.GetReason(), "not evaluated") { // before enough live rows
-		t.Errorf("Drift(forecast) not evaluated, reason %q", d.GetReason())
+	switch {
+	case d.GetEvaluatedAt() == 0: // never evaluated: nothing measured yet
+		if !strings.Contains(d.GetReason(), "not evaluated") || d.GetRows() != 0 || len(d.GetFeatures()) != 0 {
+			t.Errorf("Drift(forecast) never evaluated: %v", d)
+		}
+	case strings.Contains(d.GetReason(), "not evaluated"): // too few live rows at the last evaluation
+		if d.GetDrifted() {
+			t.Errorf("Drift(forecast) drifted without an evaluation: %v", d)
+		}
+	case d.GetRows() <= 0 || len(d.GetFeatures()) == 0:
+		t.Errorf("Drift(forecast) evaluated without live rows or features: %v", d)
 	}
 }
 

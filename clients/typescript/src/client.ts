@@ -289,8 +289,7 @@ export class InferClient {
    * Requests are the generated message types (their `fromPartial` fills defaults).
    */
   async call<K extends UnaryRpc>(rpc: K, request: RequestOf<K>, deadlineMs?: number): Promise<ResponseOf<K>> {
-    const method = (this.stub[rpc] as unknown as UnaryMethod<RequestOf<K>, ResponseOf<K>>).bind(this.stub);
-    return this.withRetries(method, request, deadlineMs);
+    return this.unary<RequestOf<K>, ResponseOf<K>>(this.stub, rpc, request, deadlineMs);
   }
 
   /**
@@ -326,9 +325,7 @@ export class InferClient {
    * e.g. `controlCall("listDeployments", {})`.
    */
   async controlCall<K extends ControlRpc>(rpc: K, request: ControlRequestOf<K>, deadlineMs?: number): Promise<ControlResponseOf<K>> {
-    const method = (this.controlStub[rpc] as unknown as UnaryMethod<ControlRequestOf<K>, ControlResponseOf<K>>)
-      .bind(this.controlStub);
-    return this.withRetries(method, request, deadlineMs);
+    return this.unary<ControlRequestOf<K>, ControlResponseOf<K>>(this.controlStub, rpc, request, deadlineMs);
   }
 
   /** Closes the channels; calls in flight are cancelled. */
@@ -336,6 +333,12 @@ export class InferClient {
     this.stub.close();
     this.healthStub.close();
     this.controlStub.close();
+  }
+
+  /** One unary RPC of a generated stub, by name (`call` and `controlCall` type the name and messages). */
+  private unary<Req, Res>(stub: object, rpc: string, request: Req, deadlineMs: number | undefined): Promise<Res> {
+    const method = (stub as Record<string, UnaryMethod<Req, Res>>)[rpc].bind(stub);
+    return this.withRetries(method, request, deadlineMs);
   }
 
   private async withRetries<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, deadlineMs: number | undefined): Promise<Res> {

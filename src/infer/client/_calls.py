@@ -207,7 +207,7 @@ def report_ground_truth(request_id: str, labels: Sequence[object] | None,
     if labels is not None:
         req.labels.extend(_label_text(x) for x in labels)
     if values is not None:
-        req.values.extend(float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1))
+        req.values.extend(np.asarray(values, dtype=np.float64).reshape(-1).tolist())
     return Call(_CONTROL + "ReportGroundTruth", req, cpb.GroundTruthResponse, lambda r: r)
 
 

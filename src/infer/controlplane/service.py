@@ -22,6 +22,7 @@ import numpy as np
 
 from infer.core.types import DataType
 from infer.errors import FailedPrecondition, InferError, InvalidArgument, NotFound
+from infer.observability.accuracy import check_truth
 from infer.registry.artifacts import ArtifactStore
 from infer.registry.registry import LoadedVersion
 from infer.registry.store import AuditEntry, ModelVersionRecord, RegistryStore, ServingTransition, TransitionRecord
@@ -151,16 +152,16 @@ def _canary_from_dict(c: dict[str, Any]) -> Canary:
 class Watch(Protocol):
     """What the control plane asks of the served versions' watch (``infer.observability.watch.ModelWatch``).
 
-    Dicts in the shapes of the dashboard's ``accuracy`` and ``drift`` items; None (or FailedPrecondition) where
-    the version tracks no accuracy / detects no drift, NotFound where it is not watched.
+    Dicts in the shapes of the dashboard's ``accuracy`` and ``drift`` items; FailedPrecondition (saying what to
+    configure) where the version tracks no accuracy / detects no drift, NotFound where it is not watched.
     """
 
     def report_truth(self, request_id: str, labels: Sequence[str] | None,
                      values: Sequence[float] | None) -> tuple[str, str, int]: ...
 
-    def performance(self, model: str, version: str, window_s: float) -> dict[str, Any] | None: ...
+    def performance(self, model: str, version: str, window_s: float) -> dict[str, Any]: ...
 
-    def drift_report(self, model: str, version: str) -> dict[str, Any] | None: ...
+    def drift_report(self, model: str, version: str) -> dict[str, Any]: ...
 
 
 _MAX_LABELS = 1_000_000  # ground-truth values in one report
@@ -304,13 +305,9 @@ class ControlPlane:
         """Credit ground truth to the version that answered ``request_id``: (model, version, rows)."""
         if not request_id:
             raise InvalidArgument("request_id: required (the id the inference request carried)")
-        if bool(labels) == bool(values):
-            raise InvalidArgument("labels / values: give exactly one of them (labels for classification, values "
-                                  "for regression)")
         if len(labels) + len(values) > _MAX_LABELS:
             raise InvalidArgument(f"{'labels' if labels else 'values'}: more than {_MAX_LABELS} in one report")
-        if values and not all(math.isfinite(v) for v in values):
-            raise InvalidArgument("values: must be finite numbers")
+        check_truth(labels, values)  # the report's fields are named before its id is looked up
         return self._watch("ReportGroundTruth").report_truth(request_id, list(labels) or None,
                                                              list(values) or None)
 
@@ -319,20 +316,12 @@ class ControlPlane:
         version = _served_version(model, version)
         if not (math.isfinite(window_s) and window_s >= 0):
             raise InvalidArgument("window_s: must be a finite number >= 0 (0 = since the version was loaded)")
-        found = self._watch("GetModelPerformance").performance(model, version, window_s)
-        if found is None:
-            raise FailedPrecondition(f"model '{model[:200]}': no accuracy tracking (set parameter "
-                                     "'infer.accuracy.kind' in its config, and infer with request ids)")
-        return found
+        return self._watch("GetModelPerformance").performance(model, version, window_s)
 
     def drift_report(self, model: str, version: str) -> dict[str, Any]:
         """The version's latest drift evaluation."""
         version = _served_version(model, version)
-        found = self._watch("GetDrift").drift_report(model, version)
-        if found is None:
-            raise FailedPrecondition(f"model '{model[:200]}': no drift detection (store a drift_reference.json "
-                                     "with the model)")
-        return found
+        return self._watch("GetDrift").drift_report(model, version)
 
     async def experiment(self, name: str) -> tuple[list[tuple[Target, VariantStats]], Comparison]:
         """Each variant's statistics, in the deployment's order, and the first two compared.

@@ -32,16 +32,17 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from infer.errors import InvalidArgument, ModelConfigError, NotFound
 
-__all__ = ["AccuracyConfig", "AccuracyTracker", "PredictionIndex"]
+__all__ = ["AccuracyConfig", "AccuracyTracker", "PredictionIndex", "check_truth"]
 
 Array = npt.NDArray[Any]
+V = TypeVar("V")
 KINDS: Final = ("classification", "regression")
 _PREFIX: Final = "infer.accuracy."
 _KEYS: Final = frozenset(_PREFIX + k for k in ("kind", "output", "labels", "positive"))
@@ -52,6 +53,34 @@ _REGRESSION_OUTPUTS: Final = ("mean", "prediction", "predictions", "value", "out
 MAX_CLASSES: Final = 1024  # distinct classes a tracker keeps counts for (a flood of made-up labels is refused)
 MAX_LABEL_CHARS: Final = 1024
 RETENTION_S: Final = 7200.0  # slots kept for windows (an hour and more)
+
+
+class _BoundedLRU(Generic[V]):
+    """Values by request id, at most ``capacity`` of them: a put refreshes its id, the oldest is forgotten first."""
+
+    __slots__ = ("_capacity", "_items")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity >= 1")
+        self._capacity = capacity
+        self._items: OrderedDict[str, V] = OrderedDict()
+
+    def put(self, request_id: str, value: V) -> None:
+        items = self._items
+        items.pop(request_id, None)
+        items[request_id] = value
+        if len(items) > self._capacity:
+            items.popitem(last=False)
+
+    def get(self, request_id: str) -> V | None:
+        return self._items.get(request_id)
+
+    def pop(self, request_id: str) -> V | None:
+        return self._items.pop(request_id, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def _canon(text: str) -> str:
@@ -74,6 +103,17 @@ def _canon(text: str) -> str:
         if f.is_integer():
             return str(int(f))
     return s
+
+
+def check_truth(labels: Sequence[str] | None, values: Sequence[float] | None) -> None:
+    """A ground-truth report's shape, before its id is looked up: exactly one of ``labels`` / ``values``, and
+    ``values`` finite. Raises InvalidArgument naming the field (the control plane calls it first, the tracker
+    again for callers that reach it directly)."""
+    if bool(labels) == bool(values):
+        raise InvalidArgument("labels / values: give exactly one of them (labels for classification, values "
+                              "for regression)")
+    if values and not np.isfinite(np.asarray(values, dtype=np.float64)).all():
+        raise InvalidArgument("values: must be finite numbers")
 
 
 def _finite_int(v: float) -> bool:
@@ -178,14 +218,13 @@ class AccuracyTracker:
 
     def __init__(self, config: AccuracyConfig, clock: Callable[[], float] = time.time, capacity: int = 100_000,
                  slot_s: float = 60.0, retention_s: float = RETENTION_S) -> None:
-        if capacity < 1 or not slot_s > 0 or not retention_s >= slot_s:
-            raise ValueError("capacity >= 1, slot_s > 0 and retention_s >= slot_s")
+        if not slot_s > 0 or not retention_s >= slot_s:
+            raise ValueError("slot_s > 0 and retention_s >= slot_s")
         self.config = config
         self._clock = clock
-        self._capacity = capacity
         self._slot_s = float(slot_s)
         self._keep = math.ceil(retention_s / slot_s)
-        self._pending: OrderedDict[str, Array] = OrderedDict()
+        self._pending: _BoundedLRU[Array] = _BoundedLRU(capacity)
         self._slots: dict[int, _Stats] = {}
         self._total = _Stats()
         self._classes: set[str] = set(config.labels)
@@ -193,7 +232,6 @@ class AccuracyTracker:
         self._label_set = frozenset(config.labels)
         self._positive = self._key(config.positive) if config.positive else (
             config.labels[1] if len(config.labels) == 2 else "1")
-        self._binary = len(self._classes | {self._positive}) <= 2  # else macro-averaged over classes seen
 
     # ---- the hot path -------------------------------------------------------------------------
 
@@ -206,12 +244,7 @@ class AccuracyTracker:
             pred = self._prediction(np.asarray(a))
         except (TypeError, ValueError):  # an output that holds no prediction of this kind: nothing to remember
             return
-        pending = self._pending
-        if request_id in pending:
-            del pending[request_id]
-        pending[request_id] = pred
-        if len(pending) > self._capacity:
-            pending.popitem(last=False)
+        self._pending.put(request_id, pred)
 
     def _prediction(self, a: Array) -> Array:
         if self.config.kind == "regression":
@@ -239,10 +272,7 @@ class AccuracyTracker:
         per predicted value, row-major. NotFound when the id is unknown, already reported or forgotten;
         InvalidArgument (naming ``labels`` / ``values``) on a count or kind mismatch, and nothing is credited.
         """
-        given_labels, given_values = bool(labels), bool(values)
-        if given_labels == given_values:
-            raise InvalidArgument("labels / values: give exactly one of them (labels for classification, values "
-                                  "for regression)")
+        check_truth(labels, values)
         pred = self._pending.get(request_id)
         if pred is None:
             raise NotFound(f"request_id '{request_id[:200]}': no prediction remembered for it (never answered "
@@ -251,7 +281,7 @@ class AccuracyTracker:
             stats = self._regression(pred, labels, values)
         else:
             stats = self._classification(pred, labels, values)
-        del self._pending[request_id]
+        self._pending.pop(request_id)
         slot = int(self._clock() // self._slot_s)
         with self._lock:
             target = self._slots.get(slot)
@@ -271,8 +301,6 @@ class AccuracyTracker:
         if truth.size != pred.size:
             raise InvalidArgument(f"values: {truth.size} given, the prediction has {pred.size} "
                                   f"({' x '.join(map(str, pred.shape)) or 'one'}, row-major)")
-        if not np.isfinite(truth).all():
-            raise InvalidArgument("values: must be finite numbers")
         err = pred.reshape(-1) - truth
         err = err[np.isfinite(err)]  # a prediction that was NaN is left out, not credited
         stats = _Stats()
@@ -304,7 +332,6 @@ class AccuracyTracker:
         if new:
             with self._lock:
                 self._classes |= new
-                self._binary = len(self._classes | {self._positive}) <= 2
         stats = _Stats()
         stats.confusion.update(zip(truth_keys, pred_keys, strict=True))
         stats.count = len(truth_keys)
@@ -340,16 +367,13 @@ class AccuracyTracker:
         """
         now = self._clock()
         with self._lock:
+            first = int((now - window_s) // self._slot_s) if window_s > 0 else int(now // self._slot_s) - self._keep + 1
+            slots = sorted((i, s) for i, s in self._slots.items() if i >= first)
+            stats = self._total
             if window_s > 0:
-                first = int((now - window_s) // self._slot_s)
-                slots = sorted((i, s) for i, s in self._slots.items() if i >= first)
                 stats = _Stats()
                 for _, s in slots:
                     stats.add(s)
-            else:
-                first = int(now // self._slot_s) - self._keep + 1
-                slots = sorted((i, s) for i, s in self._slots.items() if i >= first)
-                stats = self._total
             out = self._figures(stats)
             out["series"] = [{"t": i * self._slot_s, "value": self._figures(s)["f1" if self._is_class else "mae"]}
                              for i, s in slots if s.count]
@@ -377,7 +401,8 @@ class AccuracyTracker:
             if t == p:
                 tp[t] += n
         out["accuracy"] = sum(tp.values()) / s.count
-        classes = [self._positive] if self._binary else sorted(actual.keys() | predicted.keys())
+        binary = len(self._classes | {self._positive}) <= 2  # else macro-averaged over the classes seen
+        classes = [self._positive] if binary else sorted(actual.keys() | predicted.keys())
         scores = [_prf(tp[c], predicted[c], actual[c]) for c in classes]
         out["precision"], out["recall"], out["f1"] = (sum(x[i] for x in scores) / len(scores) for i in range(3))
         return out
@@ -391,29 +416,11 @@ def _prf(tp: int, predicted: int, actual: int) -> tuple[float, float, float]:
     return precision, recall, f1
 
 
-class PredictionIndex:
+class PredictionIndex(_BoundedLRU[tuple[str, str]]):
     """Which (model, version) answered a request id: the hub's router for ground-truth reports, bounded
     (the oldest forgotten first). Event-loop only."""
 
+    __slots__ = ()
+
     def __init__(self, capacity: int = 1_000_000) -> None:
-        if capacity < 1:
-            raise ValueError("capacity >= 1")
-        self._capacity = capacity
-        self._ids: OrderedDict[str, tuple[str, str]] = OrderedDict()
-
-    def put(self, request_id: str, key: tuple[str, str]) -> None:
-        ids = self._ids
-        if request_id in ids:
-            del ids[request_id]
-        ids[request_id] = key
-        if len(ids) > self._capacity:
-            ids.popitem(last=False)
-
-    def get(self, request_id: str) -> tuple[str, str] | None:
-        return self._ids.get(request_id)
-
-    def pop(self, request_id: str) -> tuple[str, str] | None:
-        return self._ids.pop(request_id, None)
-
-    def __len__(self) -> int:
-        return len(self._ids)
+        super().__init__(capacity)

@@ -332,8 +332,7 @@ class ControlPlane:
         dep = self.get_deployment(name)
         if not dep.variants:
             raise InvalidArgument(f"deployment '{name}' splits no traffic between variants")
-        stats = self.router.variant_stats.get(name, {})
-        rows = [(v.target, replace(stats.get(v.target, VariantStats()))) for v in dep.variants]
+        rows = [(v.target, s) for v, s in self.router.variant_stats_of(dep, dep.variants)]
         if len(rows) < 2:
             return rows, Comparison("none", 0, 0, 0, 1.0)
         return rows, await asyncio.to_thread(compare, rows[0][1], rows[1][1])

@@ -29,20 +29,20 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from infer.core.lru import BoundedLRU
 from infer.errors import InvalidArgument, ModelConfigError, NotFound
 
 __all__ = ["AccuracyConfig", "AccuracyTracker", "PredictionIndex", "check_truth"]
 
 Array = npt.NDArray[Any]
-V = TypeVar("V")
 KINDS: Final = ("classification", "regression")
 _PREFIX: Final = "infer.accuracy."
 _KEYS: Final = frozenset(_PREFIX + k for k in ("kind", "output", "labels", "positive"))
@@ -53,34 +53,6 @@ _REGRESSION_OUTPUTS: Final = ("mean", "prediction", "predictions", "value", "out
 MAX_CLASSES: Final = 1024  # distinct classes a tracker keeps counts for (a flood of made-up labels is refused)
 MAX_LABEL_CHARS: Final = 1024
 RETENTION_S: Final = 7200.0  # slots kept for windows (an hour and more)
-
-
-class _BoundedLRU(Generic[V]):
-    """Values by request id, at most ``capacity`` of them: a put refreshes its id, the oldest is forgotten first."""
-
-    __slots__ = ("_capacity", "_items")
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("capacity >= 1")
-        self._capacity = capacity
-        self._items: OrderedDict[str, V] = OrderedDict()
-
-    def put(self, request_id: str, value: V) -> None:
-        items = self._items
-        items.pop(request_id, None)
-        items[request_id] = value
-        if len(items) > self._capacity:
-            items.popitem(last=False)
-
-    def get(self, request_id: str) -> V | None:
-        return self._items.get(request_id)
-
-    def pop(self, request_id: str) -> V | None:
-        return self._items.pop(request_id, None)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 def _canon(text: str) -> str:
@@ -224,7 +196,7 @@ class AccuracyTracker:
         self._clock = clock
         self._slot_s = float(slot_s)
         self._keep = math.ceil(retention_s / slot_s)
-        self._pending: _BoundedLRU[Array] = _BoundedLRU(capacity)
+        self._pending: BoundedLRU[Array] = BoundedLRU(capacity)
         self._slots: dict[int, _Stats] = {}
         self._total = _Stats()
         self._classes: set[str] = set(config.labels)
@@ -416,7 +388,7 @@ def _prf(tp: int, predicted: int, actual: int) -> tuple[float, float, float]:
     return precision, recall, f1
 
 
-class PredictionIndex(_BoundedLRU[tuple[str, str]]):
+class PredictionIndex(BoundedLRU[tuple[str, str]]):
     """Which (model, version) answered a request id: the hub's router for ground-truth reports, bounded
     (the oldest forgotten first). Event-loop only."""
 

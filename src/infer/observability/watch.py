@@ -153,7 +153,7 @@ class ModelWatch:
         if step:
             return
         if w.accuracy is not None and request_id:
-            w.accuracy.remember(request_id, dict(outputs))
+            w.accuracy.remember(request_id, outputs)
             self._index.put(request_id, (w.name, w.version))
         if w.family == "anomaly":
             self._anomalies(w, outputs)

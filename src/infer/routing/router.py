@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from infer.core.lru import BoundedLRU
 from infer.core.types import InferRequest
 from infer.errors import NotFound
 from infer.observability.metrics import DeploymentFigures, LinkFigures
@@ -99,7 +99,7 @@ class Router:
         self.shadow_stats: dict[str, ShadowStats] = {}
         self.canary_windows: dict[str, CanaryWindow] = {}
         self.variant_stats: dict[str, dict[Target, VariantStats]] = {}
-        self._assignments: OrderedDict[str, tuple[str, Target]] = OrderedDict()  # request id -> who answered
+        self._assignments: BoundedLRU[tuple[str, Target]] = BoundedLRU(MAX_ASSIGNMENTS)  # request id -> who answered
         self.shadows_in_flight = 0
         for d in deployments:
             self.put(d)
@@ -145,9 +145,7 @@ class Router:
             if ok:
                 vs.latency_s += seconds
                 if request_id:
-                    self._assignments[request_id] = (name, target)
-                    if len(self._assignments) > MAX_ASSIGNMENTS:
-                        self._assignments.popitem(last=False)
+                    self._assignments.put(request_id, (name, target))
             else:
                 vs.errors += 1
         window = self.canary_windows.get(name)

@@ -208,11 +208,11 @@ parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 """
 
 
-def scrape_metrics(srv: ServerProcess) -> str:
-    """The text of the server's Prometheus ``/metrics``."""
+def scrape_metrics(metrics_port: int) -> str:
+    """The text of a server's Prometheus ``/metrics``."""
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=10) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
         text: str = resp.read().decode()
     return text
 
@@ -228,6 +228,16 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
         if all(found.get(k) == v for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def model_state(text: str, model: str, version: str = "1") -> str:
+    """The lifecycle state the ``infer_model_state`` gauge shows for one version in a scrape."""
+    from infer.observability.metrics import STATES
+
+    for state in STATES:
+        if metric_value(text, "infer_model_state", model=model, version=version, state=state) == 1.0:
+            return state
+    raise AssertionError(f"no state for {model}:{version} in /metrics")
 
 
 def build_test_repository(repo: Path) -> Path:

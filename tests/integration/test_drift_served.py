@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import ServerProcess, metric_value, scrape_metrics, write_double
+from fixtures import ServerProcess, metric_value, model_state, scrape_metrics, write_double
 
 from infer.client import InferClient
 from infer.observability.drift import build_reference
@@ -62,21 +62,15 @@ def _send(client: InferClient, rng: np.random.Generator, shift: float, requests:
 
 def _after_fresh_evaluations(srv: ServerProcess, timeout: float = 20.0) -> str:
     """The metrics once two evaluations ran after the traffic sent so far (the first may have begun before)."""
-    start = metric_value(scrape_metrics(srv), "infer_drift_evaluations_total", model="watched") or 0.0
+    start = metric_value(scrape_metrics(srv.metrics_port), "infer_drift_evaluations_total", model="watched") or 0.0
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        text = scrape_metrics(srv)
+        text = scrape_metrics(srv.metrics_port)
         if (metric_value(text, "infer_drift_evaluations_total", model="watched") or 0.0) >= start + 2:
             return text
         time.sleep(0.1)
     raise AssertionError(f"no drift evaluation within {timeout}s:\n{srv.output()[-2000:]}")
 
-
-def _state(text: str) -> str:
-    for state in ("ACTIVE", "DEGRADED"):
-        if metric_value(text, "infer_model_state", model="watched", state=state) == 1.0:
-            return state
-    return "?"
 
 
 def test_drift_detected_on_the_shifted_feature_only_and_cleared(server: ServerProcess, tmp_path: Path) -> None:
@@ -86,7 +80,7 @@ def test_drift_detected_on_the_shifted_feature_only_and_cleared(server: ServerPr
         text = _after_fresh_evaluations(server)
         assert metric_value(text, "infer_drift_detected", model="watched") == 0.0
         assert metric_value(text, "infer_drift_window_rows", model="watched") == 400.0
-        assert _state(text) == "ACTIVE"
+        assert model_state(text, "watched") == "ACTIVE"
         report = client.drift("watched")
         assert not report.drifted and report.rows == 400 and len(report.features) == 4
 
@@ -98,12 +92,12 @@ def test_drift_detected_on_the_shifted_feature_only_and_cleared(server: ServerPr
         assert metric_value(text, "infer_drift_feature_drifted", model="watched", feature=drifted[0]) == 1.0
         psi = metric_value(text, "infer_drift_statistic", model="watched", feature=drifted[0], statistic="psi")
         assert psi is not None and psi > 0.2
-        assert _state(text) == "DEGRADED"
+        assert model_state(text, "watched") == "DEGRADED"
         report = client.drift("watched")
         assert report.drifted and drifted[0] in report.reason
 
         _send(client, rng, 0.0)
         text = _after_fresh_evaluations(server)
         assert metric_value(text, "infer_drift_detected", model="watched") == 0.0
-        assert _state(text) == "ACTIVE"
+        assert model_state(text, "watched") == "ACTIVE"
     assert "data drift" in server.output()

@@ -108,7 +108,7 @@ def test_multiclass_macro_matches_sklearn(server: ServerProcess, client: InferCl
     _check_classification(client.model_performance("acc_multi", "1", window_s=300), truth, pred, "macro")
     assert got.series and all(0.0 <= point.value <= 1.0 and point.t > 0 for point in got.series)
 
-    text = scrape_metrics(server)
+    text = scrape_metrics(server.metrics_port)
     assert metric_value(text, "infer_ground_truth_reports_total", model="acc_multi", version="1") == 20
     for metric in ("accuracy", "precision", "recall", "f1"):
         for window in ("5m", "1h", "all"):
@@ -124,7 +124,7 @@ def test_binary_probability_column_with_named_classes(server: ServerProcess, cli
         lambda rng, p: np.where(p == "pos", "neg", "pos"),
         lambda i, t: [("1" if v == "pos" else "0") if i % 3 == 0 else str(v) for v in t])  # indexes name classes too
     _check_classification(client.model_performance("acc_binary"), truth, pred, "binary", "pos")
-    text = scrape_metrics(server)
+    text = scrape_metrics(server.metrics_port)
     f1 = precision_recall_fscore_support(truth, pred, average="binary", pos_label="pos")[2]
     assert metric_value(text, "infer_online_metric", model="acc_binary", metric="f1", window="all") == pytest.approx(f1)
 
@@ -145,20 +145,21 @@ def test_regression_mae_rmse(server: ServerProcess, client: InferClient) -> None
     assert got.mae == pytest.approx(mean_absolute_error(a_all, y_all))
     assert got.rmse == pytest.approx(math.sqrt(mean_squared_error(a_all, y_all)))
     assert math.isnan(got.f1) and math.isnan(got.accuracy)
-    text = scrape_metrics(server)
+    text = scrape_metrics(server.metrics_port)
     mae = metric_value(text, "infer_online_metric", model="acc_reg", metric="mae", window="all")
     rmse = metric_value(text, "infer_online_metric", model="acc_reg", metric="rmse", window="5m")
     assert (mae, rmse) == pytest.approx((got.mae, got.rmse))
 
 
 def test_bad_reports_and_queries_are_named(server: ServerProcess, client: InferClient) -> None:
-    before = metric_value(scrape_metrics(server), "infer_ground_truth_unmatched_total") or 0.0
+    before = metric_value(scrape_metrics(server.metrics_port), "infer_ground_truth_unmatched_total") or 0.0
     with pytest.raises(NotFound, match="request_id"):
         client.report_ground_truth("never-sent", labels=["1"])
     client.infer("plain", {"x": np.ones((2, 4), np.float32)}, request_id="plain-1")
     with pytest.raises(NotFound, match="request_id"):
         client.report_ground_truth("plain-1", values=[1.0] * 8)  # answered by a model that tracks nothing
-    assert (metric_value(scrape_metrics(server), "infer_ground_truth_unmatched_total") or 0.0) >= before + 2
+    after = metric_value(scrape_metrics(server.metrics_port), "infer_ground_truth_unmatched_total") or 0.0
+    assert after >= before + 2
 
     client.infer("acc_multi", {"x": np.ones((2, 64), np.float32)}, request_id="multi-bad")
     with pytest.raises(InvalidArgument, match="labels"):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import grpc
 import numpy as np
 import onnx
+from fixtures import metric_value, scrape_metrics
 from onnx import TensorProto, helper, numpy_helper
 
 from infer._proto import grpc_service_pb2 as pb
@@ -207,22 +207,17 @@ def rss_mb(pid: int) -> float:
     return proc_status(pid)["VmRSS"] / 1024
 
 
-def scrape(metrics_port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
-        return str(resp.read().decode())
-
-
 def sample(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        head = line.split(" ", 1)[0]
-        if (head == name or head.startswith(name + "{")) and all(f'{k}="{v}"' in head for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no sample {name} {labels} in /metrics")
+    """The sample ``name`` with ``labels`` in a scrape; an AssertionError when there is none."""
+    value = metric_value(text, name, **labels)
+    if value is None:
+        raise AssertionError(f"no sample {name} {labels} in /metrics")
+    return value
 
 
 def loop_tasks(metrics_port: int) -> int:
     """asyncio tasks alive on the server's event loop (the scrape's own handler included)."""
-    return int(sample(scrape(metrics_port), "infer_event_loop_tasks"))
+    return int(sample(scrape_metrics(metrics_port), "infer_event_loop_tasks"))
 
 
 async def settled_tasks(metrics_port: int, at_most: int, timeout: float = 10.0) -> int:
@@ -291,12 +286,3 @@ def report(test: str, **figures: Any) -> None:
     if path:
         with open(path, "a") as f:
             f.write(line + "\n")
-
-
-def state_of(metrics_text: str, model: str, version: str = "1") -> str:
-    """The lifecycle state the ``infer_model_state`` gauge shows for one version."""
-    for line in metrics_text.splitlines():
-        if (line.startswith("infer_model_state{") and f'model="{model}"' in line and f'version="{version}"' in line
-                and line.endswith(" 1.0")):
-            return line.split('state="', 1)[1].split('"', 1)[0]
-    raise AssertionError(f"no state for {model}:{version} in /metrics")

@@ -47,16 +47,14 @@ from faultkit import (
     request,
     rss_mb,
     sample,
-    scrape,
     settled_tasks,
-    state_of,
     status_of,
     write_hanging,
     write_heavy,
     write_nan,
     write_raising,
 )
-from fixtures import ServerProcess, onnx_run, write_double
+from fixtures import ServerProcess, model_state, onnx_run, scrape_metrics, write_double
 from google.protobuf import json_format
 
 from infer._proto import control_pb2 as cpb
@@ -114,7 +112,7 @@ def control(channel: grpc.aio.Channel) -> cpb_grpc.ControlPlaneStub:
 
 
 async def state(server: ServerProcess, model: str) -> str:
-    return state_of(await asyncio.to_thread(scrape, server.metrics_port), model)
+    return model_state(await asyncio.to_thread(scrape_metrics, server.metrics_port), model)
 
 
 async def index_reason(stub: Stub, model: str) -> str:
@@ -165,7 +163,7 @@ async def test_a_model_that_raises_fails_clearly_turns_degraded_and_recovers(stu
         assert await state(server, "raising") == ("ACTIVE" if j == k else "DEGRADED"), j
     s = await model_stats(stub, "raising")
     assert (s.inference_stats.success.count, s.inference_stats.fail.count) == (5 + k, 6)
-    text = await asyncio.to_thread(scrape, server.metrics_port)
+    text = await asyncio.to_thread(scrape_metrics, server.metrics_port)
     assert sample(text, "infer_request_failure_total", model="raising", reason="INTERNAL") == 6
     report("raises", requests=11 + k, failed=6, degraded_after=10, recovered_after_good=k)
 
@@ -198,7 +196,7 @@ async def test_a_fallback_chain_answers_for_a_model_that_raises(
         await stub.ModelInfer(request("flaky", 0.0))
     assert await state(server, "flaky") == "ACTIVE"
     assert link(await stub.ModelInfer(request("flaky-safe", 0.0))) == ("flaky:latest", 0)
-    text = await asyncio.to_thread(scrape, server.metrics_port)
+    text = await asyncio.to_thread(scrape_metrics, server.metrics_port)
     attempts = {o: sample(text, "infer_deployment_attempts_total", deployment="flaky-safe", target="flaky:latest",
                           outcome=o) for o in ("success", "error")}
     assert attempts == {"success": 2, "error": bad}
@@ -245,7 +243,7 @@ async def test_a_model_that_hangs_is_answered_on_time_and_holds_no_other_model(
     # every answer above came while the stuck batch was still running: no execution finished meanwhile
     stuck = await model_stats(stub, "hanging")
     assert stuck.execution_count == executions
-    assert sample(await asyncio.to_thread(scrape, server.metrics_port), "infer_inflight_requests",
+    assert sample(await asyncio.to_thread(scrape_metrics, server.metrics_port), "infer_inflight_requests",
                   model="hanging", version="1") >= 1
     assert p50(during) < 5 * p50(base) + 50, (p50(base), p50(during))
 

@@ -40,7 +40,6 @@ from faultkit import (
     request,
     rss_mb,
     sample,
-    scrape,
     settled_tasks,
     status_of,
     write_heavy,
@@ -48,7 +47,7 @@ from faultkit import (
     write_raising,
     write_scale,
 )
-from fixtures import ServerProcess, write_dense
+from fixtures import ServerProcess, scrape_metrics, write_dense
 from google.rpc import error_details_pb2, status_pb2
 
 from infer._proto import grpc_service_pb2 as pb
@@ -140,7 +139,7 @@ async def test_ten_times_capacity_is_refused_with_retry_info_and_nothing_is_lost
         cap = await capacity(stub)
         healthy_before, heavy_before = p50(await latencies_ms(healthy, 30)), p50(await latencies_ms(heavy, 10))
         tasks_before = await asyncio.to_thread(loop_tasks, port)
-        text = await asyncio.to_thread(scrape, port)
+        text = await asyncio.to_thread(scrape_metrics, port)
         ok0 = sample(text, "infer_request_success_total", model="heavy", version="1")
         rejected0 = sample(text, "infer_queue_rejected_total", model="heavy", version="1")
         t0 = time.perf_counter()
@@ -150,7 +149,7 @@ async def test_ten_times_capacity_is_refused_with_retry_info_and_nothing_is_lost
         healthy_after, heavy_after = p50(await latencies_ms(healthy, 30)), p50(await latencies_ms(heavy, 10))
         rss_after = rss_mb(pid)
         tasks_after = await settled_tasks(port, at_most=tasks_before)
-        text = await asyncio.to_thread(scrape, port)
+        text = await asyncio.to_thread(scrape_metrics, port)
 
     codes = Counter(code.name for code, _ in outcomes)
     sent = len(outcomes)

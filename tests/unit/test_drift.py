@@ -29,6 +29,7 @@ from infer.observability.drift import (
     extract,
     reference_markdown,
 )
+from infer.observability.drift_reference import bin_counts
 
 Draw = Callable[..., dict[str, np.ndarray]]
 FILE_TYPES = np.array([b"pdf", b"docx", b"png", b"zip", b"csv", b"exe"], object)
@@ -205,6 +206,21 @@ def test_psi_ks_and_wasserstein_against_hand_and_scipy() -> None:
     assert r.ks == pytest.approx(ks.statistic) and r.ks_p == pytest.approx(ks.pvalue)
     w = stats.wasserstein_distance(np.arange(100.0), live)
     assert r.wasserstein_raw == pytest.approx(w) and r.wasserstein == pytest.approx(w / np.arange(100.0).std())
+
+
+def test_values_on_bin_edges_fall_alike_in_training_and_serving() -> None:
+    """Discrete values sit on the quantile edges: training and serving must bin them by one rule (each edge
+    closes its bin on the right), or an unchanged stream shows PSI."""
+    counts = np.random.default_rng(4).poisson(4, 5000).astype(np.float64)
+    ref = build_reference({"c": counts})
+    f = ref.features[0]
+    assert np.isin(f.edges, counts).all()  # every edge is a value the data holds
+    np.testing.assert_array_equal(bin_counts(f.edges, counts),
+                                  np.bincount(np.digitize(counts, f.edges, right=True), minlength=len(f.edges) + 1))
+    mon = DriftMonitor(ref, window_rows=5000, min_rows=100)
+    mon.observe({"c": counts})
+    r = mon.evaluate(mon.window()).features[0]
+    assert r.psi == 0.0 and not r.drifted
 
 
 def test_chi2_against_scipy_and_pooling() -> None:

@@ -24,8 +24,9 @@ no copy, no statistics) and :meth:`DriftMonitor.evaluate`, run periodically in a
 thousand rows tiny, harmless shifts are significant, so the effect size must be material too (and the tests
 assume independent rows: on autocorrelated traffic KS alone rejects far too often, PSI does not).
 
-Costs (2 CPU cores): ``observe`` about 2 us a request; ``evaluate`` about 10 ms for 1000 rows of six
-features, 60 ms for 10000 rows, partly under the GIL (grouping the requests, mapping categories).
+Costs (2 CPU cores): ``observe`` about 1.5 us a request of seven inputs, 0.8 us of two; ``evaluate`` about
+10 ms for 1000 rows of six features, 60 ms for 10000 rows, partly under the GIL (grouping the requests, mapping
+categories).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from infer.observability.drift_reference import (
     Array,
     DriftReference,
     ReferenceFeature,
+    bin_counts,
     build_reference,
     extract,
     reference_markdown,
@@ -77,19 +79,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DriftWindow:
-    """An immutable snapshot of a monitor's window: the requests' input arrays (oldest first) and their rows.
+    """An immutable snapshot of a monitor's window: the requests' input arrays, oldest first.
 
     The arrays are the requests' own (no copy): nothing may write into them afterwards.
     """
 
     batches: tuple[Mapping[str, Array], ...]
-    rows: int
-    sizes: tuple[int, ...] = ()  # each batch's rows (computed when not given)
 
-    def __post_init__(self) -> None:
-        if len(self.sizes) != len(self.batches):
-            sizes = tuple(row_count(np.asarray(next(iter(b.values())))) for b in self.batches)
-            object.__setattr__(self, "sizes", sizes)
+    @property
+    def rows(self) -> int:
+        return sum(_batch_rows(b) for b in self.batches)
+
+
+def _batch_rows(batch: Mapping[str, Array]) -> int:
+    """A request's rows: its first array's (the monitor keeps requests with at least one input)."""
+    return row_count(next(iter(batch.values())))
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ def _numeric_drift(f: ReferenceFeature, values: F64) -> FeatureDrift:
     v = values[np.isfinite(values)]
     if not len(v):
         return FeatureDrift(f.name, f.kind, 0)
-    counts = np.bincount(np.searchsorted(f.edges, v, side="left"), minlength=len(f.edges) + 1)
+    counts = bin_counts(f.edges, v)
     ks = stats.ks_2samp(f.sample, v, method="asymp")
     w = float(stats.wasserstein_distance(f.sample, v))
     scale = f.std if f.std > 0 else max(abs(f.mean), 1.0)
@@ -193,10 +197,11 @@ def _trim(window: DriftWindow, rows: int) -> tuple[list[Mapping[str, Array]], in
     """The newest batches holding at most ``rows`` rows (the oldest one cut), oldest first, and their rows."""
     out: list[Mapping[str, Array]] = []
     have = 0
-    for b, n in zip(reversed(window.batches), reversed(window.sizes), strict=True):
+    for b in reversed(window.batches):
+        n = _batch_rows(b)
         if have + n > rows:
             cut = have + n - rows
-            out.append({k: np.asarray(a)[cut:] if row_count(np.asarray(a)) == n else a for k, a in b.items()})
+            out.append({k: a[cut:] if row_count(a) == n else a for k, a in b.items()})
             have = rows
             break
         out.append(b)
@@ -240,7 +245,6 @@ class DriftMonitor:
         self._batches: deque[tuple[int, int, dict[str, Array]]] = deque()  # (rows, bytes, inputs)
         self._rows = 0
         self._bytes = 0
-        self.observed_rows = 0  # since creation
 
     @property
     def rows(self) -> int:
@@ -248,18 +252,24 @@ class DriftMonitor:
 
     def observe(self, inputs: Mapping[str, Array]) -> None:
         """Remember a request's inputs (references, no copy); drop whole old requests beyond the window."""
-        batch = {k: a if isinstance(a, np.ndarray) and a.ndim else np.atleast_1d(np.asarray(a))
-                 for k in self._inputs if (a := inputs.get(k)) is not None}
+        batch: dict[str, Array] = {}
+        nbytes = 0
+        for k in self._inputs:  # one pass: the reference's inputs only, their bytes summed on the way
+            a = inputs.get(k)
+            if a is None:
+                continue
+            if not (isinstance(a, np.ndarray) and a.ndim):
+                a = np.atleast_1d(np.asarray(a))
+            batch[k] = a
+            nbytes += a.nbytes
         if not batch:
             return
-        n = int(next(iter(batch.values())).shape[0])
+        n: int = next(iter(batch.values())).shape[0]
         if n <= 0:
             return
-        nbytes = sum(a.nbytes for a in batch.values())
         self._batches.append((n, nbytes, batch))
         self._rows += n
         self._bytes += nbytes
-        self.observed_rows += n
         while len(self._batches) > 1 and (self._rows - self._batches[0][0] >= self.window_rows
                                           or self._bytes > self.max_bytes):
             n0, b0, _ = self._batches.popleft()
@@ -272,7 +282,7 @@ class DriftMonitor:
 
     def window(self) -> DriftWindow:
         """An immutable snapshot of the window (call on the thread that calls ``observe``)."""
-        return DriftWindow(tuple(b for _, _, b in self._batches), self._rows, tuple(n for n, _, _ in self._batches))
+        return DriftWindow(tuple(b for _, _, b in self._batches))
 
     def evaluate(self, window: DriftWindow, at: float | None = None) -> DriftReport:
         """Test every feature of ``window``'s newest ``window_rows`` rows against the reference (pure)."""
@@ -294,7 +304,7 @@ class DriftMonitor:
                 elif f.kind == "numeric":
                     results.append(_numeric_drift(f, values))
                 else:
-                    results.append(_categorical_drift(f, values.astype(np.int64)))
+                    results.append(_categorical_drift(f, values.astype(np.int64, copy=False)))
         return self._decide(results, at, rows)
 
     def _decide(self, results: list[FeatureDrift], at: float, rows: int) -> DriftReport:
@@ -323,12 +333,13 @@ class DriftMonitor:
 
 def _param(params: Mapping[str, str], key: str, default: float, lo: float, hi: float, integer: bool) -> float:
     raw = params.get(key)
-    if raw is None or str(raw).strip() == "":
+    text = "" if raw is None else str(raw).strip()
+    if not text:
         return default
     try:
-        v = float(int(str(raw).strip())) if integer else float(str(raw).strip())
+        v = float(int(text)) if integer else float(text)
     except ValueError:
-        raise ModelConfigError(f"parameter '{key}': {str(raw)[:40]!r} is not "
+        raise ModelConfigError(f"parameter '{key}': {text[:40]!r} is not "
                                f"{'an integer' if integer else 'a number'}") from None
     if not (lo <= v <= hi) or not math.isfinite(v):
         raise ModelConfigError(f"parameter '{key}': {v:g} is outside {lo:g}..{hi:g}")
@@ -355,8 +366,6 @@ class DriftSettings:
         if min_rows > window:
             raise ModelConfigError(f"parameter '{p}min_rows': {min_rows} exceeds '{p}window' ({window})")
         alpha = _param(params, p + "alpha", 0.01, 1e-12, 0.5, False)
-        if alpha <= 0:
-            raise ModelConfigError(f"parameter '{p}alpha': must be above 0")
         degrade_raw = str(params.get(p + "degrade", "false")).strip().lower()
         if degrade_raw not in ("true", "false", "1", "0", "yes", "no", ""):
             raise ModelConfigError(f"parameter '{p}degrade': {degrade_raw[:20]!r} is not true or false")

@@ -24,6 +24,7 @@ __all__ = [
     "REFERENCE_FILE",
     "DriftReference",
     "ReferenceFeature",
+    "bin_counts",
     "build_reference",
     "extract",
     "reference_markdown",
@@ -360,13 +361,19 @@ def _extract_one(f: ReferenceFeature, inputs: Mapping[str, Array], summaries: di
 # ---- building a reference ---------------------------------------------------------------------------
 
 
+def bin_counts(edges: F64, values: F64) -> npt.NDArray[np.intp]:
+    """Values per bin of the interior ``edges``, bin i holding ``edges[i-1] < v <= edges[i]`` (np.digitize with
+    ``right=True``; not np.histogram, whose bins close on the left): the one rule training and serving share."""
+    return np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)
+
+
 def _numeric_feature(name: str, inp: str, reduce: str, values: F64, bins: int, sample_size: int,
                      rng: np.random.Generator, **where: Any) -> ReferenceFeature | None:
     v = values[np.isfinite(values)]
     if not len(v):
         return None
     edges = np.unique(np.quantile(v, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
-    counts = np.bincount(np.searchsorted(edges, v, side="left"), minlength=len(edges) + 1)
+    counts = bin_counts(edges, v)
     sample = np.sort(v if len(v) <= sample_size else rng.choice(v, sample_size, replace=False))
     qs = dict(zip(("p01", "p05", "p50", "p95", "p99"), np.quantile(v, [0.01, 0.05, 0.5, 0.95, 0.99]), strict=True))
     return ReferenceFeature(name, inp, "numeric", reduce, len(v), edges=edges, fractions=counts / len(v),

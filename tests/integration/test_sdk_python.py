@@ -119,8 +119,8 @@ def _tokenizer(path: Path) -> Path:
 
 
 def _write_small_vision_and_nlp(repo: Path, work: Path) -> None:
+    from infer.core.files import write_atomic
     from infer.runtimes.nlp_heads import ClassifyProgram
-    from infer.tasks.files import write_atomic
     from infer.tasks.kernel_models import kernel_config
     from infer.tasks.nlp.encoder import write_encoder_model
     from infer.tasks.vision.build import write_classifier_model

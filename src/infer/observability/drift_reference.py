@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from infer.core.files import write_atomic
 from infer.errors import ModelConfigError
 
 __all__ = [
@@ -205,10 +206,7 @@ class DriftReference:
 
     def save(self, path: Path) -> None:
         """Write the reference as JSON (atomically: a temporary file renamed over ``path``)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
-        tmp.replace(path)
+        write_atomic(Path(path), json.dumps(self.to_dict(), separators=(",", ":")) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> DriftReference:

@@ -9,8 +9,8 @@ import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from infer.core.files import write_atomic
 from infer.core.types import DataType, TensorSpec
-from infer.tasks.files import write_atomic
 
 __all__ = ["kernel_config", "staged_model", "write_task_pipeline"]
 

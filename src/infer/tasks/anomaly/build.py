@@ -42,8 +42,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from infer.core.files import write_atomic
 from infer.tasks.anomaly.data import ANOMALY_KINDS, FEATURE_NAMES, Dataset, make_dataset, make_normal
-from infer.tasks.files import write_atomic
 
 __all__ = [
     "INPUT_NAME",

@@ -36,11 +36,11 @@ from numpy.typing import NDArray
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import precision_recall_curve
 
+from infer.core.files import write_atomic
 from infer.observability.drift import REFERENCE_FILE as DRIFT_REFERENCE
 from infer.observability.drift import build_reference
 from infer.tasks.anomaly import detectors as det
 from infer.tasks.anomaly import events as ev
-from infer.tasks.files import write_atomic
 
 __all__ = ["BuildConfig", "Progress", "best_f1_threshold", "build_pipeline", "ensemble_config"]
 

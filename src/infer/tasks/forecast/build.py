@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from infer.core.files import write_atomic
 from infer.observability.drift import REFERENCE_FILE as DRIFT_REFERENCE
 from infer.observability.drift import DriftReference, build_reference
 from infer.runtimes.forecasting import KINDS, QUANTILE_GRID, Forecaster
-from infer.tasks.files import write_atomic
 from infer.tasks.forecast import train
 from infer.tasks.forecast.data import Series, load_series
 

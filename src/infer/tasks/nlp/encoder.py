@@ -36,8 +36,8 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from infer.core.files import write_atomic
 from infer.runtimes.nlp_programs import BUCKETS, MAX_LENGTH, encoder_feeds, load_tokenizer, tokenize
-from infer.tasks.files import write_atomic
 
 __all__ = ["EMBEDDING_DIM", "KEEP_FP32", "OPSET", "Evaluation", "default_encoder_dir", "default_sst2_dir",
            "embed", "evaluate", "export_onnx", "load_encoder", "quantize_int8", "reference_cosine",

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from infer.tasks.files import write_atomic
+from infer.core.files import write_atomic
 from infer.tasks.kernel_models import kernel_config, staged_model
 
 __all__ = ["MODEL_PACKAGES", "evaluate_entities", "installed_model_dir", "write_entities_model"]

@@ -36,7 +36,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
-from infer.tasks.files import write_atomic
+from infer.core.files import write_atomic
 
 __all__ = ["C_GRID", "HEADS", "OOS", "SST2_TRAIN", "Encoder", "LabelledSet", "build_heads", "export_head", "load_sets",
            "main", "model_card_section", "pick_threshold", "train_head"]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from infer.tasks.files import write_atomic
+from infer.core.files import write_atomic
 from infer.tasks.kernel_models import kernel_config, staged_model
 
 __all__ = ["build_text_index", "evaluate_search", "evaluate_summaries", "index_folder", "read_texts",

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from infer.tasks.files import write_atomic
+from infer.core.files import write_atomic
 from kernels import text as kt
 
 __all__ = [

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from infer.tasks.files import write_atomic
+from infer.core.files import write_atomic
 from infer.tasks.vision import classifier as clf
 from infer.tasks.vision.quality import write_quality_model
 

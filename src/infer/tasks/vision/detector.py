@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from infer.core.files import write_atomic
 from infer.errors import FailedPrecondition
-from infer.tasks.files import write_atomic
 from infer.tasks.kernel_models import kernel_config, staged_model
 
 __all__ = ["MODERATION_INPUT", "UNSAFE_CLASSES", "build_moderation", "evaluate", "moderation_model_files",

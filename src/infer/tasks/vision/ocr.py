@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from infer.tasks.files import write_atomic
+from infer.core.files import write_atomic
 from infer.tasks.kernel_models import kernel_config, staged_model
 
 __all__ = ["OcrEvaluation", "Sample", "cer", "default_models", "evaluate", "render_samples", "write_ocr_model"]

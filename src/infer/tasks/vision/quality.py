@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from infer.tasks.files import write_atomic
+from infer.core.files import write_atomic
 
 __all__ = ["write_quality_model"]
 

@@ -16,15 +16,18 @@ its counts to that file as JSON lines (docs/reliability/fuzz.md is written from 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
+from fixtures import ServerProcess
 from hypothesis import HealthCheck, settings
 
 Code = grpc.StatusCode
@@ -171,3 +174,29 @@ class Fuzzer:
             row = self.report(module) | {"wall_s": round(time.perf_counter() - started, 1)}
             with open(path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
+
+
+@contextlib.contextmanager
+def served_fuzzer(repo: Path, module: str, good: Callable[[Fuzzer], None], max_message_bytes: int,
+                  quiet_logs: tuple[str, ...] = ("internal error",)) -> Iterator[Fuzzer]:
+    """A server on ``repo`` and a Fuzzer on one unlimited channel to it; afterwards the report is written, the server
+    stopped, and its exit code and log checked (exit 0, none of ``quiet_logs``)."""
+    started = time.perf_counter()
+    srv = ServerProcess(repo, "--max-message-bytes", str(max_message_bytes))
+    try:
+        srv.wait_ready()
+    except BaseException:
+        srv.stop()  # no server left behind when it never came up
+        raise
+    channel = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", -1),
+                                                          ("grpc.max_receive_message_length", -1)])
+    fz = Fuzzer(channel, lambda: srv.proc.poll() is None, good)
+    try:
+        yield fz
+        fz.write_report(module, started)
+    finally:
+        channel.close()
+        code = srv.stop()
+    log = srv.output()
+    assert code == 0, log[-3000:]
+    assert not any(q in log for q in quiet_logs), log[-5000:]

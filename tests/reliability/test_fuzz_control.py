@@ -19,17 +19,15 @@ import json
 import math
 import re
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
-from fixtures import DOUBLE_CONFIG, ServerProcess, write_double
-from fuzzkit import Code, Expect, Fuzzer, Outcome, fuzz_settings, undecodable
+from fixtures import DOUBLE_CONFIG, write_double
+from fuzzkit import Code, Expect, Fuzzer, Outcome, fuzz_settings, served_fuzzer, undecodable
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -478,33 +476,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fuzzer, R
     repo = tmp_path_factory.mktemp("fuzz-control-repo")
     write_double(repo, versions=(1, 2), config=DOUBLE_CONFIG)
     write_double(repo, name="tracked", config=TRACKED_CONFIG)
-    started = time.perf_counter()
-    srv = ServerProcess(repo, "--max-message-bytes", str(LIMIT))
-    try:
-        srv.wait_ready()
-    except BaseException:
-        srv.stop()  # no server left behind when it never came up
-        raise
-    channel = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", -1),
-                                                          ("grpc.max_receive_message_length", -1)])
-    fz = Fuzzer(channel, lambda: srv.proc.poll() is None, good_request)
-    reg = Registry(repo)
-    good = cpb.RegisterVersionRequest(version=cpb.ModelVersion(model_id=GOOD_ID, version=GOOD_VERSION,
-                                                               model_type="anomaly", framework="onnx"),
-                                      content=b"good")
-    try:
+    with served_fuzzer(repo, "control", good_request, LIMIT, ("internal error", "tick failed")) as fz:
+        reg = Registry(repo)
+        good = cpb.RegisterVersionRequest(version=cpb.ModelVersion(model_id=GOOD_ID, version=GOOD_VERSION,
+                                                                   model_type="anomaly", framework="onnx"),
+                                          content=b"good")
         out = fz.call(CONTROL + "RegisterVersion", good.SerializeToString())
         assert out.code is Code.OK, out
         reg.versions[(GOOD_ID, GOOD_VERSION)] = cpb.ModelVersion.FromString(out.response)
         reg.model_types[GOOD_ID] = "anomaly"
         yield fz, reg
-        fz.write_report("control", started)
-    finally:
-        channel.close()
-        code = srv.stop()
-    log = srv.output()
-    assert code == 0, log[-3000:]
-    assert "internal error" not in log and "tick failed" not in log, log[-5000:]
 
 
 # ---- regressions first (the experiment one needs a server that has not compared variants yet) -----------------------

@@ -15,7 +15,6 @@ cases) is :mod:`fuzzkit`'s.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,8 @@ import grpc
 import numpy as np
 import onnx
 import pytest
-from fixtures import DOUBLE_CONFIG, DTYPES, ServerProcess, write_double, write_identity_all
-from fuzzkit import UNDECODABLE_WIRED, Code, Expect, Fuzzer, fuzz_settings, undecodable
+from fixtures import DOUBLE_CONFIG, DTYPES, write_double, write_identity_all
+from fuzzkit import UNDECODABLE_WIRED, Code, Expect, Fuzzer, fuzz_settings, served_fuzzer, undecodable
 from google.protobuf.message import DecodeError
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -570,25 +569,9 @@ def fuzzer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzer]:
     write_double(repo, versions=(1, 2), config=DOUBLE_CONFIG)
     write_identity_all(repo)
     write_strings(repo)
-    started = time.perf_counter()
-    srv = ServerProcess(repo, "--max-message-bytes", str(LIMIT))
-    try:
-        srv.wait_ready()
-    except BaseException:
-        srv.stop()  # no server left behind when it never came up
-        raise
-    channel = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", -1),
-                                                          ("grpc.max_receive_message_length", -1)])
-    fz = Fuzzer(channel, lambda: srv.proc.poll() is None, good_request)
-    fz.context["repo"] = repo
-    try:
+    with served_fuzzer(repo, "infer", good_request, LIMIT) as fz:
+        fz.context["repo"] = repo
         yield fz
-        fz.write_report("infer", started)
-    finally:
-        channel.close()
-        code = srv.stop()
-    assert code == 0, srv.output()[-3000:]
-    assert "internal error" not in srv.output(), srv.output()[-5000:]
 
 
 def send(fz: Fuzzer, category: str, data: bytes) -> None:
